@@ -1,0 +1,246 @@
+// Command tokenwatch-bench measures the pipeline end to end on the embedded
+// broker and engine, against baselines measured in the same run (the machine
+// is noisy; only ratios compare across runs):
+//
+//   - kafka-go alone: consuming the same messages with the same per-partition
+//     readers and doing nothing else (rate and CPU per message);
+//   - the pipeline with a store that discards (its own CPU per event, the
+//     engine excluded);
+//   - the pipeline into the ClickHouse engine (end-to-end events/s);
+//
+// plus peak RSS and stored bytes per event. `make bench` runs it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tokenwatch/tokenwatch/config"
+	"github.com/tokenwatch/tokenwatch/embedded/broker"
+	"github.com/tokenwatch/tokenwatch/embedded/chdb"
+	"github.com/tokenwatch/tokenwatch/event"
+	"github.com/tokenwatch/tokenwatch/gen"
+	"github.com/tokenwatch/tokenwatch/ingest"
+	"github.com/tokenwatch/tokenwatch/ingest/consumer"
+	"github.com/tokenwatch/tokenwatch/pipeline"
+	"github.com/tokenwatch/tokenwatch/store"
+)
+
+func main() {
+	n := flag.Int("events", 500_000, "events to pre-load into the broker and consume")
+	partitions := flag.Int("partitions", 6, "topic partitions")
+	flag.Parse()
+	if err := run(*n, *partitions); err != nil {
+		fmt.Fprintln(os.Stderr, "tokenwatch-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// cpu is this process's user+system CPU time so far.
+func cpu() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func peakRSS() int64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Maxrss * 1024
+}
+
+type phase struct {
+	name string
+	wall time.Duration
+	cpu  time.Duration
+	n    int
+}
+
+func (p phase) rate() float64        { return float64(p.n) / p.wall.Seconds() }
+func (p phase) cpuPerEvent() float64 { return float64(p.cpu.Nanoseconds()) / float64(p.n) }
+
+func run(n, partitions int) error {
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	fmt.Printf("tokenwatch-bench: %d events, %d partitions, GOMAXPROCS=%d\n", n, partitions, runtime.GOMAXPROCS(0))
+
+	brk, err := broker.Start(ctx, broker.Options{Partitions: partitions, Topics: []string{"bench"}})
+	if err != nil {
+		return err
+	}
+	defer brk.Close()
+	if err := preload(ctx, brk.Addrs(), n); err != nil {
+		return err
+	}
+
+	// Baseline: kafka-go's own consume of the same messages, same readers.
+	base, err := consumeOnly(ctx, brk.Addrs(), n)
+	if err != nil {
+		return err
+	}
+
+	// The pipeline with a store that discards: its own CPU per event.
+	c := config.Default()
+	c.Kafka.Brokers, c.Kafka.Topics, c.Kafka.MaxWait = brk.Addrs(), []string{"bench"}, 20*time.Millisecond
+	c.ClickHouse.BatchRows = 100_000
+	c.Pipeline.RebuildWindow = 0
+	c.Redaction.Key = "bench"
+	own, err := runPipeline(ctx, c, "bench-discard", discard{}, n, quiet)
+	if err != nil {
+		return err
+	}
+
+	// End to end into the ClickHouse engine.
+	eng, err := chdb.Open(chdb.Options{Logger: quiet})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	srv, err := chdb.Serve(ctx, eng, "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	c.ClickHouse.Addr, c.ClickHouse.Database = []string{srv.Addr()}, "bench"
+	st, err := store.Open(ctx, c.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if _, err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	e2e, err := runPipeline(ctx, c, "bench-e2e", st, n, quiet)
+	if err != nil {
+		return err
+	}
+	var rows, bytes uint64
+	_ = st.Conn().Exec(ctx, "OPTIMIZE TABLE bench.events FINAL")
+	if err := st.Conn().QueryRow(ctx, "SELECT sum(rows), sum(data_compressed_bytes) FROM system.parts WHERE database = 'bench' AND table = 'events' AND active").Scan(&rows, &bytes); err != nil {
+		return err
+	}
+
+	fmt.Printf("\n%-44s %12s %14s %16s\n", "phase", "events/s", "CPU ns/event", "wall")
+	for _, p := range []phase{base, own, e2e} {
+		fmt.Printf("%-44s %12.0f %14.0f %16s\n", p.name, p.rate(), p.cpuPerEvent(), p.wall.Round(time.Millisecond))
+	}
+	fmt.Printf("\nratios (same run):\n")
+	fmt.Printf("  end-to-end rate / kafka-go consume rate        %.3f   (target: e2e >= 250k ev/s on 2 cores)\n", e2e.rate()/base.rate())
+	fmt.Printf("  pipeline CPU per event / kafka-go CPU per msg  %.2fx  (pipeline own CPU %.2f µs/event; target <= 3 µs)\n",
+		own.cpuPerEvent()/base.cpuPerEvent(), own.cpuPerEvent()/1000)
+	fmt.Printf("  stored bytes per event                         %.1f B  (target <= 32 B)\n", float64(bytes)/float64(max(rows, 1)))
+	fmt.Printf("  peak RSS                                       %.0f MiB\n", float64(peakRSS())/(1<<20))
+	return nil
+}
+
+// preload generates n events and appends them to the broker, keyed by session.
+func preload(ctx context.Context, brokers []string, n int) error {
+	spec := gen.Default()
+	spec.Rate, spec.Sessions, spec.Duration = 20000, 20000, time.Duration(float64(n)/20000*1.2*float64(time.Second))+time.Minute
+	spec.Inject, _ = gen.ParseInject("all=2")
+	g, err := gen.New(spec)
+	if err != nil {
+		return err
+	}
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "bench", Balancer: kafka.Murmur2Balancer{}, BatchSize: 5000, BatchTimeout: 5 * time.Millisecond}
+	defer w.Close()
+	start := time.Now()
+	sent := 0
+	msgs := make([]kafka.Message, 0, 5000)
+	buf := make([]event.Event, 0, 5000)
+	for sent < n {
+		b := g.Next(buf[:0])
+		if b == nil {
+			return fmt.Errorf("generator ran out after %d events", sent)
+		}
+		msgs = msgs[:0]
+		for i := range b {
+			if sent+len(msgs) >= n {
+				break
+			}
+			msgs = append(msgs, kafka.Message{Key: []byte(b[i].PartitionKey()), Value: ingest.AppendJSON(nil, &b[i])})
+		}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			return err
+		}
+		sent += len(msgs)
+	}
+	fmt.Printf("preloaded %d messages in %s\n", sent, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// consumeOnly reads every message with the consumer's own readers and a
+// sink that only counts: the kafka-go baseline.
+func consumeOnly(ctx context.Context, brokers []string, n int) (phase, error) {
+	c := config.Default().Kafka
+	c.Brokers, c.Topics, c.GroupID, c.MaxWait = brokers, []string{"bench"}, "bench-baseline", 20*time.Millisecond
+	m := newMetrics()
+	g, err := consumer.New(c, nil, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return phase{}, err
+	}
+	s := &countSink{want: n, done: make(chan struct{})}
+	runtime.GC()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start, c0 := time.Now(), cpu()
+	go func() { _ = g.Run(cctx, s) }()
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Minute):
+		return phase{}, fmt.Errorf("baseline consumed only %d of %d", s.n.Load(), n)
+	}
+	return phase{name: "kafka-go consume only (baseline)", wall: time.Since(start), cpu: cpu() - c0, n: n}, nil
+}
+
+func runPipeline(ctx context.Context, c config.Config, group string, st pipeline.StoreReplayer, n int, log *slog.Logger) (phase, error) {
+	c.Kafka.GroupID = group
+	reg := prometheus.NewRegistry()
+	built, err := pipeline.Build(c, st, reg, log)
+	if err != nil {
+		return phase{}, err
+	}
+	defer built.Close()
+	g, err := consumer.New(c.Kafka, nil, built.Metrics, log)
+	if err != nil {
+		return phase{}, err
+	}
+	built.Pipeline.SetAcker(g)
+	runtime.GC()
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	gctx, gcancel := context.WithCancel(ctx)
+	defer gcancel()
+	pdone, gdone := make(chan struct{}), make(chan struct{})
+	start, c0 := time.Now(), cpu()
+	go func() { defer close(pdone); _ = built.Pipeline.Run(pctx) }()
+	go func() { defer close(gdone); _ = g.Run(gctx, built.Pipeline) }()
+	deadline := time.Now().Add(10 * time.Minute)
+	for built.Pipeline.Stats().Stored < int64(n) {
+		if time.Now().After(deadline) {
+			return phase{}, fmt.Errorf("%s: stored only %d of %d", group, built.Pipeline.Stats().Stored, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p := phase{wall: time.Since(start), cpu: cpu() - c0, n: n}
+	gcancel()
+	<-gdone
+	pcancel()
+	<-pdone
+	if _, ok := st.(discard); ok {
+		p.name = "pipeline, store discards (own CPU)"
+	} else {
+		p.name = "pipeline into ClickHouse engine (end to end)"
+	}
+	return p, nil
+}

@@ -1,0 +1,206 @@
+// Package config is tokenwatch's one YAML file: defaults, the file, then
+// TOKENWATCH_* environment variables, then flags (--set key=value), each
+// layer overriding the one before. Validate names the key that is wrong and
+// what it expects; Masked prints the effective config without secrets.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tokenwatch/tokenwatch/detect"
+)
+
+// Config is the whole file. Every key is documented in docs/config.md.
+type Config struct {
+	Kafka      Kafka      `yaml:"kafka"`
+	ClickHouse ClickHouse `yaml:"clickhouse"`
+	Redaction  Redaction  `yaml:"redaction"`
+	Pipeline   Pipeline   `yaml:"pipeline"`
+	// Detect tunes the detectors (detect.Config documents every key).
+	Detect       detect.Config `yaml:"detect"`
+	Alertmanager Alertmanager  `yaml:"alertmanager"`
+	Metrics      Metrics       `yaml:"metrics"`
+	Log          Log           `yaml:"log"`
+	// SLOFile is the SLO spec; empty means the built-in default (slo/default.yaml).
+	SLOFile string `yaml:"slo_file"`
+}
+
+// Kafka says where events come from.
+type Kafka struct {
+	Brokers []string `yaml:"brokers"`
+	Topics  []string `yaml:"topics"`
+	GroupID string   `yaml:"group_id"`
+	// Format of the messages: json, otlp_proto, otlp_json, or auto (sniffed per message).
+	Format string `yaml:"format"`
+	// StartOffset is where a new consumer group starts: earliest or latest.
+	StartOffset string `yaml:"start_offset"`
+	// DeadLetterTopic receives messages that failed to decode (empty: off).
+	DeadLetterTopic string `yaml:"dead_letter_topic"`
+	// QuarantineTopic receives the original of a message that leaked a
+	// credential. Off by default: that topic holds the secret.
+	QuarantineTopic string        `yaml:"quarantine_topic"`
+	TLS             TLS           `yaml:"tls"`
+	SASL            SASL          `yaml:"sasl"`
+	MaxWait         time.Duration `yaml:"max_wait"`
+	SessionTimeout  time.Duration `yaml:"session_timeout"`
+}
+
+// TLS configures a client's TLS; Enabled with no files uses the system roots.
+type TLS struct {
+	Enabled            bool   `yaml:"enabled"`
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// SASL configures Kafka authentication: plain, scram-sha-256 or scram-sha-512.
+type SASL struct {
+	Mechanism string `yaml:"mechanism"`
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password" secret:"true"`
+}
+
+// ClickHouse says where events, SLIs and findings are stored.
+type ClickHouse struct {
+	// Addr is host:port of the HTTP (8123) or native (9000) interface.
+	Addr     []string `yaml:"addr"`
+	Protocol string   `yaml:"protocol"` // http or native
+	Database string   `yaml:"database"`
+	Username string   `yaml:"username"`
+	Password string   `yaml:"password" secret:"true"`
+	TLS      TLS      `yaml:"tls"`
+	// TTLDays keeps events this many days (0: forever).
+	TTLDays int `yaml:"ttl_days"`
+	// BatchRows and BatchInterval cut a batch, whichever comes first.
+	BatchRows     int           `yaml:"batch_rows"`
+	BatchInterval time.Duration `yaml:"batch_interval"`
+	// MaxPendingBatches bounds memory: when this many batches wait for
+	// ClickHouse, the consumer stops fetching (back-pressure).
+	MaxPendingBatches int           `yaml:"max_pending_batches"`
+	RetryInitial      time.Duration `yaml:"retry_initial"`
+	RetryMax          time.Duration `yaml:"retry_max"`
+	Compression       string        `yaml:"compression"` // none, lz4, zstd, gzip
+}
+
+// Redaction configures the guard that keeps raw credentials out.
+type Redaction struct {
+	// Key is the HMAC key for replacing leaked values; set it through
+	// TOKENWATCH_REDACTION_KEY rather than the file.
+	Key string `yaml:"key" secret:"true"`
+	// Patterns are extra regular expressions that mark a value as a leak.
+	Patterns []string `yaml:"patterns"`
+}
+
+// Pipeline tunes the in-process stages.
+type Pipeline struct {
+	// Lateness bounds how late an event may arrive (by ts) and still be
+	// ordered correctly by the stateful stages (revocation propagation,
+	// detectors). The stored per-minute SLIs accept any lateness.
+	Lateness time.Duration `yaml:"lateness"`
+	// RevocationHorizon is how long a revoke waits to be seen propagated.
+	RevocationHorizon time.Duration `yaml:"revocation_horizon"`
+	// LabelCap bounds distinct service/issuer/region label values on /metrics.
+	LabelCap int `yaml:"label_cap"`
+	// RebuildWindow is how much stored history (from ClickHouse) is replayed
+	// into the detectors when this member takes over partitions, after a
+	// restart or a rebalance; 0 turns the rebuild off.
+	RebuildWindow time.Duration `yaml:"rebuild_window"`
+}
+
+// Alertmanager is where findings are pushed (empty URLs: off).
+type Alertmanager struct {
+	URLs           []string      `yaml:"urls"`
+	ResendInterval time.Duration `yaml:"resend_interval"`
+	Timeout        time.Duration `yaml:"timeout"`
+	BearerToken    string        `yaml:"bearer_token" secret:"true"`
+	RunbookBaseURL string        `yaml:"runbook_base_url"`
+}
+
+// Metrics is the /metrics listener.
+type Metrics struct {
+	Listen string `yaml:"listen"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// Default is the configuration with nothing set: a local Kafka and ClickHouse.
+func Default() Config {
+	return Config{
+		Kafka: Kafka{
+			Brokers:        []string{"localhost:9092"},
+			Topics:         []string{"auth-events"},
+			GroupID:        "tokenwatch",
+			Format:         "json",
+			StartOffset:    "earliest",
+			MaxWait:        250 * time.Millisecond,
+			SessionTimeout: 30 * time.Second,
+		},
+		ClickHouse: ClickHouse{
+			Addr:              []string{"localhost:8123"},
+			Protocol:          "http",
+			Database:          "tokenwatch",
+			Username:          "default",
+			TTLDays:           30,
+			BatchRows:         50000,
+			BatchInterval:     500 * time.Millisecond,
+			MaxPendingBatches: 4,
+			RetryInitial:      200 * time.Millisecond,
+			RetryMax:          15 * time.Second,
+			Compression:       "lz4",
+		},
+		Pipeline: Pipeline{
+			Lateness:          30 * time.Second,
+			RevocationHorizon: 10 * time.Minute,
+			LabelCap:          200,
+			RebuildWindow:     30 * time.Minute,
+		},
+		Detect: detect.DefaultConfig(),
+		Alertmanager: Alertmanager{
+			ResendInterval: time.Minute,
+			Timeout:        10 * time.Second,
+			RunbookBaseURL: "https://github.com/tokenwatch/tokenwatch/blob/main/docs/runbooks",
+		},
+		Metrics: Metrics{Listen: ":9464"},
+		Log:     Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load builds the effective config: defaults, then the file (if path is not
+// empty), then the environment, then the key=value overrides from flags.
+func Load(path string, environ []string, overrides []string) (Config, error) {
+	c := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io_EOF) {
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(&c, environ); err != nil {
+		return c, err
+	}
+	for _, kv := range overrides {
+		if err := Set(&c, kv); err != nil {
+			return c, err
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}

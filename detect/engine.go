@@ -1,0 +1,219 @@
+package detect
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenwatch/tokenwatch/event"
+	"github.com/tokenwatch/tokenwatch/finding"
+)
+
+// Engine runs every detector over one stream. It is safe for concurrent use
+// (one mutex: the detectors share per-service and per-kid state, so events
+// of one partition cannot be judged alone).
+type Engine struct {
+	mu  sync.Mutex
+	cfg Config
+	// The event-time clock (ms). Not simply the latest ts: one service whose
+	// clock runs minutes ahead would drag every expiry, quiet period and
+	// detected_at with it. So the clock follows the median of the services'
+	// latest ts (recomputed each tick), and an event moves it at most
+	// clockSlackMS past that median.
+	clock     int64
+	median    int64   // robust clock at the last tick
+	raw       int64   // the latest ts of any event
+	svcLatest []int64 // per interned service: its latest ts
+	nextTick  int64
+	started   bool
+	observed  bool // events arrived since the last Advance
+
+	services *interner
+	book     *book
+	replay   *replayDetector
+	refresh  *refreshDetector
+	rate     *rateDetector
+	rotation *rotationDetector
+	skew     *skewDetector
+	revoke   *revocationDetector
+
+	tokens   *table[client]
+	families *table[familyState]
+	clients  rateTables
+	subjects rateTables
+	kids     *table[kidState]
+	m        *metrics
+}
+
+// tickMS is how often (event time) the engine expires state, closes quiet
+// findings and sends throttled updates.
+const tickMS = 1000
+
+// clockSlackMS is how far one event may move the clock past the services'
+// median: enough for the clock to follow a healthy stream between ticks.
+const clockSlackMS = 2 * tickMS
+
+// activeWindowMS: services silent for longer do not vote on the clock.
+const activeWindowMS = 10 * 60 * 1000
+
+// New builds an engine. reg may be nil (no metrics exported, e.g. in tests
+// or analyze); sink receives every finding open, update and close.
+func New(cfg Config, sink Sink, reg prometheus.Registerer) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("detect: %w", err)
+	}
+	if sink == nil {
+		return nil, fmt.Errorf("detect: a sink is required")
+	}
+	nat, err := parseNATRanges(cfg.NATEgressRanges)
+	if err != nil {
+		return nil, fmt.Errorf("detect: %w", err)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, m: m, services: newInterner(cfg.MaxServices)}
+	e.book = newBook(&e.cfg, sink, m, e.services, func() int64 { return e.clock })
+	e.tokens = newStateTable[client](m, stateToken, cfg.MaxTokens)
+	e.families = newStateTable[familyState](m, stateFamily, cfg.MaxFamilies)
+	e.clients = rateTables{newStateTable[quietRate](m, stateClient, cfg.MaxRateSeries), newStateTable[rateSeries](m, stateClientBusy, cfg.MaxRateSeries)}
+	e.subjects = rateTables{newStateTable[quietRate](m, stateSubject, cfg.MaxRateSeries), newStateTable[rateSeries](m, stateSubjectBusy, cfg.MaxRateSeries)}
+	e.kids = newStateTable[kidState](m, stateKid, cfg.MaxKids)
+
+	e.replay = &replayDetector{cfg: &e.cfg, book: e.book, services: e.services, nat: nat, tokens: e.tokens}
+	e.refresh = &refreshDetector{cfg: &e.cfg, book: e.book, services: e.services, nat: nat, families: e.families}
+	e.rate = &rateDetector{cfg: &e.cfg, book: e.book, clients: e.clients, subjects: e.subjects}
+	e.rotation = &rotationDetector{cfg: &e.cfg, book: e.book, services: e.services, kids: e.kids, failures: map[uint16]*failureBuckets{}}
+	e.skew = &skewDetector{cfg: &e.cfg, book: e.book, services: e.services, perSvc: map[uint16]*skewState{}}
+	e.revoke = &revocationDetector{cfg: &e.cfg, book: e.book}
+	return e, nil
+}
+
+// Observe runs one event through every detector. Findings it opens reach the
+// sink before Observe returns. Events may arrive out of order within
+// Config.AllowedLateness.
+func (en *Engine) Observe(e *event.Event) {
+	if e == nil || e.TS.IsZero() {
+		return
+	}
+	ms := e.TS.UnixMilli()
+	en.mu.Lock()
+	defer en.mu.Unlock()
+	en.observed = true
+	en.advance(ms, int(en.services.id(e.Service)))
+	switch e.Kind {
+	case event.KindValidate, event.KindIntrospect:
+		en.replay.observe(e, ms)
+		en.rotation.observeValidation(e, ms)
+		if e.Kind == event.KindValidate {
+			en.skew.observe(e, ms)
+		}
+	case event.KindRefresh:
+		en.refresh.observe(e, ms)
+		en.rate.observe(e, ms)
+	case event.KindIssue:
+		en.refresh.observeIssue(e, ms)
+		en.rotation.observeIssue(e)
+	case event.KindKeyRotate:
+		en.rotation.observeRotate(e, ms)
+	}
+}
+
+// ObserveRevocation takes one revoke's propagation result (M4, from sli).
+func (en *Engine) ObserveRevocation(r Revocation) {
+	en.mu.Lock()
+	defer en.mu.Unlock()
+	en.revoke.observe(r)
+}
+
+// Advance moves the event-time clock forward (it never goes back): state
+// past its expiry is dropped, quiet findings are closed and pending updates
+// are sent. When no event arrived since the last call the input is idle and
+// now is taken as is, so findings still close; while events flow, now is a
+// hint held to the services' median like any event's ts.
+func (en *Engine) Advance(now time.Time) {
+	en.mu.Lock()
+	defer en.mu.Unlock()
+	ms := now.UnixMilli()
+	if !en.observed && en.started && ms > en.clock {
+		en.clock, en.median = ms, max(en.median, ms)
+		en.raw = max(en.raw, ms)
+		en.tick(false)
+		en.nextTick = ms + tickMS
+		return
+	}
+	en.observed = false
+	en.advance(ms, -1)
+}
+
+func (en *Engine) advance(ms int64, svc int) {
+	if svc >= 0 {
+		for svc >= len(en.svcLatest) {
+			en.svcLatest = append(en.svcLatest, 0)
+		}
+		en.svcLatest[svc] = max(en.svcLatest[svc], ms)
+	}
+	if !en.started {
+		en.started, en.clock, en.median, en.raw, en.nextTick = true, ms, ms, ms, ms+tickMS
+		return
+	}
+	en.raw = max(en.raw, ms)
+	if c := min(ms, en.median+clockSlackMS); c > en.clock {
+		en.clock = c
+	}
+	if en.raw >= en.nextTick {
+		en.median = max(en.median, en.servicesMedian())
+		en.clock = max(en.clock, en.median)
+		en.tick(false)
+		en.nextTick = en.raw + tickMS
+	}
+}
+
+// servicesMedian is the lower median of the latest ts of the services heard
+// from lately: a service whose clock runs ahead is outvoted.
+func (en *Engine) servicesMedian() int64 {
+	var buf [64]int64
+	marks := buf[:0]
+	for _, t := range en.svcLatest {
+		if t != 0 && t >= en.clock-activeWindowMS {
+			marks = append(marks, t)
+		}
+	}
+	if len(marks) == 0 {
+		return en.clock
+	}
+	slices.Sort(marks)
+	return marks[(len(marks)-1)/2]
+}
+
+func (en *Engine) tick(all bool) {
+	// State lives AllowedLateness past its expiry (added when stored), so
+	// late events still find it; expire against the clock itself.
+	now := en.clock
+	en.tokens.expire(now)
+	en.families.expire(now)
+	en.kids.expire(now)
+	for _, rt := range []rateTables{en.clients, en.subjects} {
+		rt.quiet.expire(now)
+		rt.busy.expire(now)
+	}
+	en.book.tick(now, all)
+	for _, t := range []interface{ report() }{en.tokens, en.families, en.clients.quiet, en.clients.busy, en.subjects.quiet, en.subjects.busy, en.kids} {
+		t.report()
+	}
+	en.m.entries.WithLabelValues(stateService).Set(float64(len(en.services.names) - 2))
+}
+
+// Flush ends the input: pending updates are sent, and every finding, open
+// and closed, is returned sorted by first seen, kind and key. Findings folded
+// into a stronger one are left out (their evidence is on it).
+func (en *Engine) Flush() []finding.Finding {
+	en.mu.Lock()
+	defer en.mu.Unlock()
+	en.tick(true)
+	return en.book.all()
+}

@@ -1,0 +1,279 @@
+package detect
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/tokenwatch/tokenwatch/event"
+	"github.com/tokenwatch/tokenwatch/finding"
+)
+
+// rotationDetector finds key rotations that broke validation: bad_signature
+// or unknown_kid failures at a service jumping after a key_rotate, compared
+// with the same length of time before it; and, with no rotation, a kid never
+// announced (by an issue, a key_rotate or a successful validation) failing
+// repeatedly with unknown_kid.
+type rotationDetector struct {
+	cfg       *Config
+	book      *book
+	services  *interner
+	kids      *table[kidState]
+	failures  map[uint16]*failureBuckets // per validating service
+	fleet     *failureBuckets            // all services together
+	rotations []rotation                 // recent key_rotate events, oldest first
+}
+
+// kidState: whether a kid is known to be real, and how often an unknown one failed.
+type kidState struct {
+	known    bool
+	failures uint32
+}
+
+type rotation struct {
+	ms      int64
+	kid     string
+	prevKid string
+	issuer  string
+	service string
+}
+
+const (
+	maxRotations   = 8
+	failureBucketS = 10
+	kidTTLms       = 30 * 24 * 3600 * 1000 // keys live for weeks
+)
+
+// failureBuckets counts a service's signature failures in 10-second buckets,
+// enough to sum any window around a rotation.
+type failureBuckets struct {
+	idx []int64
+	n   []uint32
+}
+
+func newFailureBuckets(window int64) *failureBuckets {
+	size := int(2*window/(failureBucketS*1000)) + 4
+	return &failureBuckets{idx: make([]int64, size), n: make([]uint32, size)}
+}
+
+func (b *failureBuckets) add(ms int64) {
+	i := ms / (failureBucketS * 1000)
+	j := int(i % int64(len(b.idx)))
+	if b.idx[j] != i {
+		if b.idx[j] > i {
+			return // older than the ring
+		}
+		b.idx[j], b.n[j] = i, 0
+	}
+	b.n[j]++
+}
+
+// sum counts failures in [from, to).
+func (b *failureBuckets) sum(from, to int64) int {
+	lo, hi := from/(failureBucketS*1000), (to-1)/(failureBucketS*1000)
+	total := 0
+	for j, i := range b.idx {
+		if i >= lo && i <= hi {
+			total += int(b.n[j])
+		}
+	}
+	return total
+}
+
+func signatureFailure(o event.Outcome) bool { return o == event.BadSignature || o == event.UnknownKid }
+
+// announce marks kids as real keys.
+func (d *rotationDetector) announce(kid string) {
+	if kid == "" {
+		return
+	}
+	k := hashID(kid)
+	s, _, ok := d.kids.get(k)
+	if ok && s.known {
+		return
+	}
+	d.kids.put(k, kidState{known: true}, d.nowPlusKidTTL())
+}
+
+func (d *rotationDetector) nowPlusKidTTL() int64 { return d.book.now() + kidTTLms }
+
+func (d *rotationDetector) observeIssue(e *event.Event) { d.announce(e.Kid) }
+
+func (d *rotationDetector) observeRotate(e *event.Event, ms int64) {
+	d.announce(e.Kid)
+	d.announce(e.PrevKid)
+	if e.Kid == "" {
+		return
+	}
+	for _, r := range d.rotations {
+		if r.kid == e.Kid {
+			return // the same rotation reported again
+		}
+	}
+	d.rotations = append(d.rotations, rotation{ms: ms, kid: strings.Clone(e.Kid), prevKid: strings.Clone(e.PrevKid),
+		issuer: strings.Clone(e.Issuer), service: strings.Clone(e.Service)})
+	slices.SortFunc(d.rotations, func(a, b rotation) int { return int(a.ms - b.ms) })
+	if len(d.rotations) > maxRotations {
+		d.rotations = d.rotations[len(d.rotations)-maxRotations:]
+	}
+}
+
+func (d *rotationDetector) observeValidation(e *event.Event, ms int64) {
+	if e.Outcome == event.OK {
+		d.announce(e.Kid) // a kid that validates is a real key
+		return
+	}
+	if !signatureFailure(e.Outcome) {
+		return
+	}
+	svc := d.services.id(e.Service)
+	fb := d.failures[svc]
+	if fb == nil {
+		fb = newFailureBuckets(d.cfg.RotationWindow.Milliseconds())
+		d.failures[svc] = fb
+	}
+	fb.add(ms)
+	if d.fleet == nil {
+		d.fleet = newFailureBuckets(d.cfg.RotationWindow.Milliseconds())
+	}
+	d.fleet.add(ms)
+	if r := d.rotationBefore(e, ms); r != nil {
+		d.checkJump(e, ms, r, fb)
+		return
+	}
+	d.checkUnknownKid(e, ms)
+}
+
+// rotationBefore is the latest rotation of the event's issuer at most one
+// window before it.
+func (d *rotationDetector) rotationBefore(e *event.Event, ms int64) *rotation {
+	w := d.cfg.RotationWindow.Milliseconds()
+	for i := len(d.rotations) - 1; i >= 0; i-- {
+		r := &d.rotations[i]
+		if r.ms > ms || ms-r.ms > w {
+			continue
+		}
+		if r.issuer != "" && e.Issuer != "" && r.issuer != e.Issuer {
+			continue
+		}
+		return r
+	}
+	return nil
+}
+
+// checkJump compares failures in the window after the rotation with the
+// same length before it, at the event's service and across all services (a
+// break spread thinly over many services is still a break).
+func (d *rotationDetector) checkJump(e *event.Event, ms int64, r *rotation, fb *failureBuckets) {
+	w := d.cfg.RotationWindow.Milliseconds()
+	before := fb.sum(r.ms-w, r.ms)
+	after := fb.sum(r.ms, r.ms+w)
+	jumped := func(before, after int) bool {
+		return after >= d.cfg.RotationMinFailures && float64(after) >= d.cfg.RotationJumpFactor*float64(max(before, 1))
+	}
+	if !jumped(before, after) && !jumped(d.fleet.sum(r.ms-w, r.ms), d.fleet.sum(r.ms, r.ms+w)) {
+		if d.book.lookup(finding.KeyRotationBreak, "kid:"+r.kid) == nil {
+			d.checkUnknownKid(e, ms)
+		}
+		return
+	}
+	d.raise(e, ms, r.kid, "after_rotation", r, before, after)
+}
+
+// checkUnknownKid counts unknown_kid failures of a kid nobody announced. A
+// bad_signature means the validator knew the kid, so it does not count.
+func (d *rotationDetector) checkUnknownKid(e *event.Event, ms int64) {
+	if e.Kid == "" || e.Outcome != event.UnknownKid {
+		return
+	}
+	k := hashID(e.Kid)
+	s, _, _ := d.kids.get(k)
+	if s.known {
+		return
+	}
+	s.failures++
+	d.kids.put(k, s, ms+kidTTLms)
+	if int(s.failures) >= d.cfg.UnknownKidMinFailures {
+		d.raise(e, ms, e.Kid, "unknown_kid", nil, 0, int(s.failures))
+	}
+}
+
+// rotationEvidence: the kid, failures before and after, and each service.
+type rotationEvidence struct {
+	flavor    string
+	kid       string
+	prevKid   string
+	rotatedAt int64
+	services  map[string]*[2]int // service → failures before, after
+}
+
+func (ev *rotationEvidence) render(m map[string]any) {
+	m["signals"] = []string{ev.flavor}
+	m["kid"] = ev.kid
+	if ev.prevKid != "" {
+		m["prev_kid"] = ev.prevKid
+	}
+	if ev.rotatedAt != 0 {
+		m["rotated_at"] = msTime(ev.rotatedAt)
+	}
+	names := make([]string, 0, len(ev.services))
+	for s := range ev.services {
+		names = append(names, s)
+	}
+	slices.Sort(names)
+	before, after := 0, 0
+	list := make([]map[string]any, 0, len(names))
+	for _, s := range names {
+		c := ev.services[s]
+		before += c[0]
+		after += c[1]
+		list = append(list, map[string]any{"service": s, "failures_before": c[0], "failures_after": c[1]})
+	}
+	m["failures_before"] = before
+	m["failures_after"] = after
+	m["services"] = list
+}
+
+func (d *rotationDetector) raise(e *event.Event, ms int64, kid, flavor string, r *rotation, before, after int) {
+	rec, _ := d.book.raise(signal{kind: finding.KeyRotationBreak, key: "kid:" + kid, ts: ms,
+		ids:    ids{service: e.Service, issuer: e.Issuer, region: e.Region, kid: kid},
+		detail: flavor})
+	ev, _ := rec.ev.(*rotationEvidence)
+	if ev == nil {
+		ev = &rotationEvidence{kid: cloneStr(kid), services: map[string]*[2]int{}}
+		rec.ev = ev
+	}
+	ev.flavor = flavor
+	if r != nil {
+		ev.flavor, ev.prevKid, ev.rotatedAt = flavor, r.prevKid, r.ms
+	}
+	c := ev.services[e.Service]
+	if c == nil {
+		c = &[2]int{}
+		ev.services[cloneStr(e.Service)] = c
+	}
+	c[0], c[1] = before, after
+	rec.f.Action = rotationAction(ev)
+	d.book.touch(rec)
+}
+
+func rotationAction(ev *rotationEvidence) string {
+	names := make([]string, 0, len(ev.services))
+	for s := range ev.services {
+		names = append(names, s)
+	}
+	slices.Sort(names)
+	svcs := strings.Join(names, ", ")
+	if ev.rotatedAt != 0 {
+		return fmt.Sprintf("Validation broke after rotating to kid %s at %s: publish kid %s in the JWKS and purge the JWKS cache of %s, or roll the signer back to %s until they pick it up.",
+			ev.kid, svcs, ev.kid, svcs, orUnknown(ev.prevKid))
+	}
+	return fmt.Sprintf("Tokens signed with kid %s, which no issuer announced, are failing at %s: if it is a new key, publish it in the JWKS and purge those services' JWKS cache; if not, someone is forging tokens: find the clients sending them.", ev.kid, svcs)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "the previous key"
+	}
+	return s
+}

@@ -1,0 +1,250 @@
+package detect
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/tokenwatch/tokenwatch/event"
+	"github.com/tokenwatch/tokenwatch/finding"
+)
+
+// skewDetector finds a validator whose clock is off: expired or
+// not_yet_valid rejections of tokens whose exp or iat sits within minutes of
+// the validator's clock, concentrated in one service (its share of such
+// rejections far above the other services'). Each such rejection is a sample
+// of the offset: ts-exp for expired (the validator ran ahead), ts-iat for
+// not_yet_valid (it ran behind); the skew is a quantile estimate a few
+// ordinary late or early clients cannot move (see estimate). Rejections further from the
+// boundary than ClockSkewMaxOffset are ordinary expiry and ignored.
+type skewDetector struct {
+	cfg      *Config
+	book     *book
+	services *interner
+	perSvc   map[uint16]*skewState
+	fleet    minuteCounts
+}
+
+const (
+	skewWindowMinutes = 60
+	skewSamples       = 64
+)
+
+// minuteCounts holds validations and near-boundary rejections per minute.
+type minuteCounts struct {
+	minute [skewWindowMinutes]int32
+	total  [skewWindowMinutes]uint32
+	near   [skewWindowMinutes]uint32
+}
+
+func (c *minuteCounts) add(minute int32, near bool) {
+	i := minute % skewWindowMinutes
+	if c.minute[i] != minute {
+		if c.minute[i] > minute {
+			return
+		}
+		c.minute[i], c.total[i], c.near[i] = minute, 0, 0
+	}
+	c.total[i]++
+	if near {
+		c.near[i]++
+	}
+}
+
+func (c *minuteCounts) sum(from, to int32) (total, near int) {
+	for i := range c.minute {
+		if m := c.minute[i]; m >= from && m <= to {
+			total += int(c.total[i])
+			near += int(c.near[i])
+		}
+	}
+	return
+}
+
+type skewState struct {
+	counts  minuteCounts
+	samples [skewSamples]float32 // offsets in seconds, a ring of the latest
+	n       int
+	expired int
+	notYet  int
+	region  string
+}
+
+func (d *skewDetector) observe(e *event.Event, ms int64) {
+	minute := int32(ms / 60000)
+	offset, near := d.offset(e, ms)
+	svc := d.services.id(e.Service)
+	st := d.perSvc[svc]
+	if st == nil {
+		st = &skewState{}
+		d.perSvc[svc] = st
+	}
+	st.counts.add(minute, near)
+	d.fleet.add(minute, near)
+	if !near {
+		return
+	}
+	st.samples[st.n%skewSamples] = float32(offset)
+	st.n++
+	if offset > 0 {
+		st.expired++
+	} else {
+		st.notYet++
+	}
+	if e.Region != "" && st.region != e.Region {
+		st.region = cloneStr(e.Region)
+	}
+	d.check(e, ms, minute, st)
+}
+
+// offset is the validator's apparent clock offset a rejection implies, and
+// whether the rejection sits near enough to the token's boundary to be one.
+func (d *skewDetector) offset(e *event.Event, ms int64) (float64, bool) {
+	maxOff := d.cfg.ClockSkewMaxOffset.Milliseconds()
+	switch e.Outcome {
+	case event.Expired:
+		if e.EXP.IsZero() {
+			return 0, false
+		}
+		o := ms - e.EXP.UnixMilli()
+		return float64(o) / 1000, o > 0 && o <= maxOff
+	case event.NotYetValid:
+		if e.IAT.IsZero() {
+			return 0, false
+		}
+		o := ms - e.IAT.UnixMilli()
+		return float64(o) / 1000, o < 0 && -o <= maxOff
+	}
+	return 0, false
+}
+
+// check decides whether the service's near-boundary rejections are
+// concentrated enough, and its estimated skew large enough, to be a finding.
+func (d *skewDetector) check(e *event.Event, ms int64, minute int32, st *skewState) {
+	win := int32(d.cfg.ClockSkewWindow.Minutes())
+	total, near := st.counts.sum(minute-win+1, minute)
+	if near < d.cfg.ClockSkewMinSamples || total == 0 {
+		return
+	}
+	ratio := float64(near) / float64(total)
+	fTotal, fNear := d.fleet.sum(minute-win+1, minute)
+	restTotal, restNear := fTotal-total, fNear-near
+	var restRatio float64
+	if restTotal > 0 {
+		restRatio = float64(restNear) / float64(restTotal)
+		if ratio < d.cfg.ClockSkewConcentration*restRatio || ratio < d.cfg.ClockSkewMinShare/10 {
+			return
+		}
+	} else if ratio < d.cfg.ClockSkewMinShare {
+		return
+	}
+	skew, used, shape := st.estimate()
+	if math.Abs(skew) < d.cfg.ClockSkewMinOffset.Seconds() || shape < skewMinShape {
+		return
+	}
+	d.raise(e, ms, st, skew, used, near, total, ratio, restRatio)
+}
+
+// estimate turns the latest samples into one offset. When they cluster (a
+// fixed offset: every rejection sits the skew away from the boundary) their
+// median is the skew. When they spread, tokens were used evenly through
+// the skew window, so the samples run from 0 to the skew: the window's far
+// edge, estimated robustly as p75 + IQR/2 (exactly the edge for an even
+// spread), is the skew. Negative samples (behind) mirror this.
+//
+// shape is median/p90 of the offsets' magnitudes: about 1 for a cluster, 0.56
+// for an even spread, 0.3 for the exponential decay of ordinary expiry
+// (clients' requests land on an expired token after a memoryless gap, most
+// soon after exp, a few long after). Only a skewed clock gives the first two.
+func (st *skewState) estimate() (skew float64, used int, shape float64) {
+	n := min(st.n, skewSamples)
+	var buf [skewSamples]float64
+	vals := buf[:n]
+	for i := range vals {
+		vals[i] = float64(st.samples[i])
+	}
+	slices.Sort(vals)
+	med := quantile(vals, 0.5)
+	q1, q3 := quantile(vals, 0.25), quantile(vals, 0.75)
+	shape = math.Abs(med) / max(math.Abs(quantile(vals, 0.9)), math.Abs(quantile(vals, 0.1)), 1e-9)
+	iqr := q3 - q1
+	if iqr <= 0.2*math.Abs(med) {
+		return med, n, shape
+	}
+	if med < 0 {
+		return max(q1-iqr/2, vals[0]), n, shape
+	}
+	return min(q3+iqr/2, vals[n-1]), n, shape
+}
+
+// skewMinShape separates a skewed clock's offsets (flat or clustered) from
+// ordinary expiry's (decaying); see estimate.
+const skewMinShape = 0.45
+
+// quantile of sorted values, interpolated.
+func quantile(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	pos := q * float64(len(sorted)-1)
+	i := int(pos)
+	if i+1 >= len(sorted) {
+		return sorted[len(sorted)-1]
+	}
+	return sorted[i] + (pos-float64(i))*(sorted[i+1]-sorted[i])
+}
+
+type skewEvidence struct {
+	skew             float64
+	samples          int
+	near, total      int
+	ratio, restRatio float64
+	expired, notYet  int
+	windowMinutes    int
+	maxOffsetSeconds float64
+}
+
+func (ev *skewEvidence) render(m map[string]any) {
+	m["skew_s"] = math.Round(ev.skew*10) / 10
+	m["samples"] = ev.samples
+	m["direction"] = "ahead"
+	if ev.skew < 0 {
+		m["direction"] = "behind"
+	}
+	m["near_boundary_rejections"] = ev.near
+	m["validations"] = ev.total
+	m["rejection_ratio"] = round4(ev.ratio)
+	m["other_services_ratio"] = round4(ev.restRatio)
+	m["expired"] = ev.expired
+	m["not_yet_valid"] = ev.notYet
+	m["window_minutes"] = ev.windowMinutes
+}
+
+func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }
+
+func (d *skewDetector) raise(e *event.Event, ms int64, st *skewState, skew float64, used, near, total int, ratio, restRatio float64) {
+	r, _ := d.book.raise(signal{kind: finding.ClockSkew, key: "service:" + e.Service, ts: ms,
+		ids:    ids{service: e.Service, region: st.region, issuer: e.Issuer},
+		detail: "near-boundary expiry rejections"})
+	ev, _ := r.ev.(*skewEvidence)
+	if ev == nil {
+		ev = &skewEvidence{}
+		r.ev = ev
+	}
+	*ev = skewEvidence{skew: skew, samples: used, near: near, total: total, ratio: ratio, restRatio: restRatio,
+		expired: st.expired, notYet: st.notYet, windowMinutes: int(d.cfg.ClockSkewWindow.Minutes())}
+	dir := "ahead of"
+	if skew < 0 {
+		dir = "behind"
+	}
+	r.f.Action = fmt.Sprintf("The clock of %s looks about %.0f s %s the issuer's: check NTP/chrony on its hosts%s; until then widen its clock leeway or take it out of rotation.",
+		e.Service, math.Abs(skew), dir, inRegion(st.region))
+	d.book.touch(r)
+}
+
+func inRegion(r string) string {
+	if r == "" {
+		return ""
+	}
+	return " in " + r
+}

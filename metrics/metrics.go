@@ -1,0 +1,74 @@
+// Package metrics is the pipeline's own health on /metrics: what it consumed,
+// stored and rejected, how batches flush, how far behind it is. The SLIs and
+// detector metrics are registered by their own packages on the same registry.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Pipeline holds the pipeline's metrics. Labels are bounded: topic, partition,
+// a closed set of rejection reasons, an emitter (service) name capped by the
+// caller, ClickHouse operation names.
+type Pipeline struct {
+	Consumed           *prometheus.CounterVec
+	Stored             prometheus.Counter
+	Rejected           *prometheus.CounterVec
+	RedactionViolation *prometheus.CounterVec
+	BatchRows          prometheus.Histogram
+	FlushSeconds       prometheus.Histogram
+	Lag                *prometheus.GaugeVec
+	CHErrors           *prometheus.CounterVec
+	CHRetries          *prometheus.CounterVec
+	DeadLettered       prometheus.Counter
+	Committed          *prometheus.GaugeVec
+	FindingLatency     prometheus.Histogram
+}
+
+// New registers the pipeline metrics on reg.
+func New(reg prometheus.Registerer) *Pipeline {
+	p := &Pipeline{
+		Consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenwatch_events_consumed_total", Help: "Kafka messages read, by topic.",
+		}, []string{"topic"}),
+		Stored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenwatch_events_stored_total", Help: "Events acknowledged by ClickHouse.",
+		}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenwatch_events_rejected_total", Help: "Messages or records that failed to decode, by reason.",
+		}, []string{"reason"}),
+		RedactionViolation: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenwatch_redaction_violations_total", Help: "Events that carried a raw credential (replaced by a keyed hash), by emitter.",
+		}, []string{"emitter"}),
+		BatchRows: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tokenwatch_batch_rows", Help: "Rows per ClickHouse insert.",
+			Buckets: prometheus.ExponentialBuckets(10, 4, 9),
+		}),
+		FlushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tokenwatch_flush_duration_seconds", Help: "Time to insert one batch, retries included.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10),
+		}),
+		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tokenwatch_consumer_lag", Help: "Messages between the partition's high watermark and the next offset to read.",
+		}, []string{"topic", "partition"}),
+		CHErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenwatch_clickhouse_errors_total", Help: "Failed ClickHouse operations, by operation.",
+		}, []string{"op"}),
+		CHRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenwatch_clickhouse_retries_total", Help: "Retried ClickHouse operations, by operation.",
+		}, []string{"op"}),
+		DeadLettered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenwatch_events_dead_lettered_total", Help: "Rejected messages written to the dead-letter topic.",
+		}),
+		Committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tokenwatch_committed_offset", Help: "Last offset committed to Kafka, by topic and partition.",
+		}, []string{"topic", "partition"}),
+		FindingLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tokenwatch_finding_latency_seconds", Help: "From the triggering event's append to Kafka to its finding stored in ClickHouse.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30},
+		}),
+	}
+	reg.MustRegister(p.Consumed, p.Stored, p.Rejected, p.RedactionViolation, p.BatchRows, p.FlushSeconds,
+		p.Lag, p.CHErrors, p.CHRetries, p.DeadLettered, p.Committed, p.FindingLatency)
+	return p
+}

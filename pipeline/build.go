@@ -1,0 +1,146 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenwatch/tokenwatch/alerts/alertmanager"
+	"github.com/tokenwatch/tokenwatch/config"
+	"github.com/tokenwatch/tokenwatch/detect"
+	"github.com/tokenwatch/tokenwatch/ingest"
+	"github.com/tokenwatch/tokenwatch/ingest/consumer"
+	"github.com/tokenwatch/tokenwatch/ingest/redact"
+	"github.com/tokenwatch/tokenwatch/metrics"
+	"github.com/tokenwatch/tokenwatch/sli"
+	"github.com/tokenwatch/tokenwatch/slo"
+)
+
+// Built is a pipeline assembled from the config, with what it was made of.
+type Built struct {
+	Pipeline *Pipeline
+	Stages   *Stages
+	Metrics  *metrics.Pipeline
+	closers  []func() error
+}
+
+// Close releases side-topic writers and the notifier.
+func (b *Built) Close() {
+	for _, c := range b.closers {
+		_ = c()
+	}
+}
+
+// StoreReplayer is a store that can also read its events back.
+type StoreReplayer interface {
+	Store
+	Replayer
+}
+
+// Build assembles decoder, redaction guard, stages, side topics and the
+// pipeline from the config; metrics go on reg. The caller sets the acker
+// (the consumer group) and runs it.
+func Build(c config.Config, st StoreReplayer, reg prometheus.Registerer, log *slog.Logger) (*Built, error) {
+	format, err := ingest.ParseFormat(c.Kafka.Format)
+	if err != nil {
+		return nil, fmt.Errorf("kafka.format: %w", err)
+	}
+	dec, err := ingest.NewDecoder(format)
+	if err != nil {
+		return nil, err
+	}
+	if c.Redaction.Key == "" {
+		log.Warn("redaction.key is empty: leaked credentials are hashed with a random per-process key, so their hashes do not correlate across restarts; set TOKENWATCH_REDACTION_KEY")
+	}
+	guard, err := redact.New(redact.Config{Key: []byte(c.Redaction.Key), Patterns: c.Redaction.Patterns})
+	if err != nil {
+		return nil, fmt.Errorf("redaction.patterns: %w", err)
+	}
+	stages, err := BuildStages(c, reg)
+	if err != nil {
+		return nil, err
+	}
+	m := metrics.New(reg)
+	b := &Built{Stages: stages, Metrics: m}
+	opts := Options{Decoder: dec, Guard: guard, Observers: []Observer{stages}, Store: st, Replayer: st, Metrics: m, Log: log}
+	if c.Kafka.DeadLetterTopic != "" || c.Kafka.QuarantineTopic != "" {
+		tr, err := consumer.Transport(c.Kafka)
+		if err != nil {
+			return nil, err
+		}
+		if c.Kafka.DeadLetterTopic != "" {
+			f := NewTopicForwarder(c.Kafka.Brokers, c.Kafka.DeadLetterTopic, tr)
+			opts.DeadLetter = f
+			b.closers = append(b.closers, f.Close)
+		}
+		if c.Kafka.QuarantineTopic != "" {
+			f := NewTopicForwarder(c.Kafka.Brokers, c.Kafka.QuarantineTopic, tr)
+			opts.Quarantine = f
+			b.closers = append(b.closers, f.Close)
+		}
+	}
+	p, err := New(Config{
+		BatchRows: c.ClickHouse.BatchRows, BatchInterval: c.ClickHouse.BatchInterval,
+		MaxPendingBatches: c.ClickHouse.MaxPendingBatches, RetryInitial: c.ClickHouse.RetryInitial,
+		RetryMax: c.ClickHouse.RetryMax, LabelCap: c.Pipeline.LabelCap, RebuildWindow: c.Pipeline.RebuildWindow,
+	}, opts)
+	if err != nil {
+		return nil, err
+	}
+	stages.SetSink(p)
+	b.Pipeline = p
+	if len(c.Alertmanager.URLs) > 0 {
+		pusher, err := alertmanager.New(alertmanager.Config{
+			URLs: c.Alertmanager.URLs, ResendInterval: c.Alertmanager.ResendInterval, Timeout: c.Alertmanager.Timeout,
+			BearerToken: c.Alertmanager.BearerToken, RunbookBaseURL: c.Alertmanager.RunbookBaseURL,
+		}, reg, log)
+		if err != nil {
+			return nil, fmt.Errorf("alertmanager: %w", err)
+		}
+		if err := pusher.Start(context.Background()); err != nil {
+			return nil, fmt.Errorf("alertmanager: %w", err)
+		}
+		p.SetNotifier(pusher)
+		b.closers = append(b.closers, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return pusher.Shutdown(ctx)
+		})
+	}
+	return b, nil
+}
+
+// BuildStages makes the SLI exporter, the revocation tracker and the
+// detectors from the config.
+func BuildStages(c config.Config, reg prometheus.Registerer) (*Stages, error) {
+	spec := slo.Default()
+	if c.SLOFile != "" {
+		s, err := slo.Load(c.SLOFile)
+		if err != nil {
+			return nil, err
+		}
+		spec = s
+	}
+	_ = spec // the exporter exports raw outcomes; the rules apply the spec
+	exp, err := sli.NewExporter(reg, sli.ExporterConfig{MaxLabelValues: c.Pipeline.LabelCap})
+	if err != nil {
+		return nil, err
+	}
+	tr, err := sli.NewTracker(sli.TrackerConfig{Horizon: c.Pipeline.RevocationHorizon, Lateness: c.Pipeline.Lateness})
+	if err != nil {
+		return nil, err
+	}
+	dc := c.Detect
+	dc.AllowedLateness = c.Pipeline.Lateness
+	st := &Stages{Exporter: exp, Tracker: tr}
+	det, err := detect.New(dc, st, reg)
+	if err != nil {
+		return nil, err
+	}
+	st.Detect = det
+	tr.OnResult(st.revocation)
+	return st, nil
+}

@@ -1,0 +1,510 @@
+// Package pipeline joins the stages: Kafka messages in, decoded and redacted
+// events through the SLIs and detectors, batches into ClickHouse, and only
+// then offsets back to Kafka. One goroutine processes (so the stateful stages
+// need no locks), one inserts; a bounded queue between them is the
+// back-pressure that stops the consumer when ClickHouse is slow or down.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tokenwatch/tokenwatch/event"
+	"github.com/tokenwatch/tokenwatch/finding"
+	"github.com/tokenwatch/tokenwatch/ingest"
+	"github.com/tokenwatch/tokenwatch/ingest/consumer"
+	"github.com/tokenwatch/tokenwatch/metrics"
+	"github.com/tokenwatch/tokenwatch/store"
+)
+
+// Decoder turns one message into events; a bad record is an error that
+// names the message and the field, and its good siblings still come back.
+type Decoder interface {
+	Decode(src event.Source, value []byte, out []event.Event) ([]event.Event, []error)
+}
+
+// Guard replaces leaked credentials in place and names the fields it changed.
+type Guard interface {
+	Apply(e *event.Event) []string
+}
+
+// Observer sees every accepted event in consumption order (the SLIs, the
+// detectors). Tick advances their event-time clock. Replay feeds a stored
+// event only to rebuild state: nothing it produces is counted or sent again.
+type Observer interface {
+	Observe(e *event.Event)
+	Replay(e *event.Event)
+	Tick(now time.Time)
+}
+
+// Replayer reads stored events back, to rebuild state for partitions this
+// member takes over.
+type Replayer interface {
+	ReplayEvents(ctx context.Context, topic string, partitions []int32, since time.Time, fn func(*event.Event)) (int, error)
+}
+
+// Store is where batches go.
+type Store interface {
+	InsertEvents(ctx context.Context, b *store.Batch) error
+	InsertFindings(ctx context.Context, fs []finding.Finding) error
+	InsertRevocations(ctx context.Context, rs []store.Revocation) error
+}
+
+// Acker learns which offsets are stored (the consumer commits them).
+type Acker interface {
+	Ack(topic string, partition int32, last int64)
+}
+
+// Notifier is told of every change of a finding (Alertmanager); it must not block.
+type Notifier interface {
+	Notify(f finding.Finding)
+}
+
+// Forwarder writes a message to a side topic (dead letters, quarantine).
+type Forwarder interface {
+	Forward(ctx context.Context, m consumer.Message, why string) error
+}
+
+// Config tunes batching.
+type Config struct {
+	BatchRows         int
+	BatchInterval     time.Duration
+	MaxPendingBatches int
+	RetryInitial      time.Duration
+	RetryMax          time.Duration
+	// LabelCap bounds the emitter label of redaction violations.
+	LabelCap int
+	// RebuildWindow is how much stored history is replayed into the
+	// detectors when partitions are taken over (0: no rebuild).
+	RebuildWindow time.Duration
+}
+
+// Options are the pipeline's collaborators; nil ones are off.
+type Options struct {
+	Decoder    Decoder
+	Guard      Guard
+	Observers  []Observer
+	Store      Store
+	Acker      Acker
+	Notifier   Notifier
+	DeadLetter Forwarder
+	Quarantine Forwarder
+	Replayer   Replayer
+	Metrics    *metrics.Pipeline
+	Log        *slog.Logger
+}
+
+// Stats are the running totals the demo summary prints.
+type Stats struct {
+	Consumed            int64            `json:"consumed"`
+	Accepted            int64            `json:"accepted"`
+	Stored              int64            `json:"stored"`
+	Rejected            int64            `json:"rejected"`
+	RejectedByReason    map[string]int64 `json:"rejected_by_reason"`
+	RedactionViolations int64            `json:"redaction_violations"`
+	FindingsStored      int64            `json:"findings_stored"`
+	InsertRetries       int64            `json:"insert_retries"`
+}
+
+// Pipeline is the running join of the stages.
+type Pipeline struct {
+	cfg Config
+	o   Options
+
+	in       chan []consumer.Message
+	drains   chan chan error
+	rebuilds chan rebuildReq
+	work     chan *item
+	emitter  *labelCap
+
+	// owned by the processing goroutine
+	batch      *store.Batch
+	findings   map[string]finding.Finding
+	triggers   map[string]time.Time
+	revs       []store.Revocation
+	decoded    []event.Event
+	current    *consumer.Message
+	batchStart time.Time
+	maxTS      time.Time
+
+	consumed, accepted, stored, rejected, violations, findingsStored, retries atomic.Int64
+	reasonsMu                                                                 sync.Mutex
+	reasons                                                                   map[string]int64
+	latencies                                                                 []time.Duration
+	logLimit                                                                  rateLimit
+}
+
+// maxLatencySamples bounds the finding-latency samples kept for the summary.
+const maxLatencySamples = 100_000
+
+type item struct {
+	batch    *store.Batch
+	findings []finding.Finding
+	triggers []time.Time
+	revs     []store.Revocation
+	barrier  chan error
+}
+
+// New builds a pipeline; Run starts it.
+func New(cfg Config, o Options) (*Pipeline, error) {
+	if o.Decoder == nil || o.Store == nil || o.Metrics == nil {
+		return nil, errors.New("pipeline: decoder, store and metrics are required")
+	}
+	if cfg.BatchRows <= 0 || cfg.BatchInterval <= 0 || cfg.MaxPendingBatches <= 0 {
+		return nil, errors.New("pipeline: batch_rows, batch_interval and max_pending_batches must be positive")
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return &Pipeline{
+		cfg: cfg, o: o,
+		in:       make(chan []consumer.Message, 16),
+		drains:   make(chan chan error),
+		rebuilds: make(chan rebuildReq),
+		work:     make(chan *item, cfg.MaxPendingBatches),
+		emitter:  newLabelCap(max(cfg.LabelCap, 1)),
+		batch:    store.NewBatch(cfg.BatchRows),
+		findings: map[string]finding.Finding{},
+		triggers: map[string]time.Time{},
+		reasons:  map[string]int64{},
+	}, nil
+}
+
+// SetAcker names who learns of stored offsets (the consumer group, built
+// after the pipeline because it delivers to it).
+func (p *Pipeline) SetAcker(a Acker) { p.o.Acker = a }
+
+// SetNotifier names who hears of every finding change (Alertmanager).
+func (p *Pipeline) SetNotifier(n Notifier) { p.o.Notifier = n }
+
+// Deliver hands consumed messages in; it blocks while the pipeline is full.
+func (p *Pipeline) Deliver(ctx context.Context, msgs []consumer.Message) error {
+	select {
+	case p.in <- msgs:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type rebuildReq struct {
+	ctx        context.Context
+	topic      string
+	partitions []int32
+	done       chan error
+}
+
+// Rebuild replays the stored recent history of partitions this member just
+// took over into the stateful stages, so a replay or a slow revocation that
+// began under the previous owner is still seen. It runs on the processing
+// goroutine, before the partitions' readers start.
+func (p *Pipeline) Rebuild(ctx context.Context, topic string, partitions []int32) error {
+	if p.o.Replayer == nil || p.cfg.RebuildWindow <= 0 || len(partitions) == 0 {
+		return nil
+	}
+	r := rebuildReq{ctx: ctx, topic: topic, partitions: partitions, done: make(chan error, 1)}
+	select {
+	case p.rebuilds <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Pipeline) rebuild(r rebuildReq) error {
+	since := time.Now().Add(-p.cfg.RebuildWindow)
+	start := time.Now()
+	n, err := p.o.Replayer.ReplayEvents(r.ctx, r.topic, r.partitions, since, func(e *event.Event) {
+		for _, o := range p.o.Observers {
+			o.Replay(e)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild state of %s %v: %w", r.topic, r.partitions, err)
+	}
+	p.o.Log.Info("detector state rebuilt from ClickHouse", "topic", r.topic, "partitions", r.partitions, "events", n,
+		"window", p.cfg.RebuildWindow, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Drain returns once everything delivered before it is stored and acked.
+func (p *Pipeline) Drain(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case p.drains <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Finding is the detectors' sink: it keeps the newest state of each finding
+// until the next flush, and tells the notifier at once.
+func (p *Pipeline) Finding(f finding.Finding) {
+	p.findings[f.ID] = f
+	if _, ok := p.triggers[f.ID]; !ok && p.current != nil {
+		p.triggers[f.ID] = p.current.Time
+	}
+	if p.o.Notifier != nil {
+		p.o.Notifier.Notify(f)
+	}
+}
+
+// Revocation is the SLI tracker's sink for finished revocation results.
+func (p *Pipeline) Revocation(rows []store.Revocation) {
+	p.revs = append(p.revs, rows...)
+}
+
+// Stats returns the running totals.
+func (p *Pipeline) Stats() Stats {
+	p.reasonsMu.Lock()
+	by := make(map[string]int64, len(p.reasons))
+	for k, v := range p.reasons {
+		by[k] = v
+	}
+	p.reasonsMu.Unlock()
+	return Stats{
+		Consumed: p.consumed.Load(), Accepted: p.accepted.Load(), Stored: p.stored.Load(),
+		Rejected: p.rejected.Load(), RejectedByReason: by, RedactionViolations: p.violations.Load(),
+		FindingsStored: p.findingsStored.Load(), InsertRetries: p.retries.Load(),
+	}
+}
+
+// FindingLatencies returns the measured append-to-stored latencies of
+// findings (the first store of each finding state), unsorted.
+func (p *Pipeline) FindingLatencies() []time.Duration {
+	p.reasonsMu.Lock()
+	defer p.reasonsMu.Unlock()
+	return append([]time.Duration(nil), p.latencies...)
+}
+
+// Run processes until ctx ends, then flushes what it holds. It returns once
+// the last batch is stored (or the store gave up after shutdownGrace).
+func (p *Pipeline) Run(ctx context.Context) error {
+	// Inserts outlive ctx a little so a graceful stop can flush.
+	ictx, icancel := context.WithCancel(context.Background())
+	defer icancel()
+	inserted := make(chan struct{})
+	go func() { defer close(inserted); p.insertLoop(ictx) }()
+
+	tick := time.NewTicker(p.cfg.BatchInterval / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case msgs := <-p.in:
+			p.process(msgs)
+			if p.batch.Len() >= p.cfg.BatchRows {
+				p.flush(nil)
+			}
+		case done := <-p.drains:
+			p.drainInput()
+			p.flush(done)
+		case r := <-p.rebuilds:
+			r.done <- p.rebuild(r)
+		case now := <-tick.C:
+			for _, o := range p.o.Observers {
+				o.Tick(p.maxTS)
+			}
+			if (p.batch.Len() > 0 || len(p.findings) > 0 || len(p.revs) > 0) && now.Sub(p.batchStart) >= p.cfg.BatchInterval {
+				p.flush(nil)
+			} else if p.batch.Len() == 0 && (len(p.findings) > 0 || len(p.revs) > 0) {
+				p.flush(nil)
+			}
+		case <-ctx.Done():
+			p.drainInput()
+			done := make(chan error, 1)
+			p.flush(done)
+			close(p.work)
+			select {
+			case <-done:
+			case <-time.After(2 * time.Minute):
+				p.o.Log.Error("shutdown: ClickHouse did not take the last batch in 2m; those offsets stay uncommitted and will be read again")
+			}
+			icancel()
+			<-inserted
+			return nil
+		}
+	}
+}
+
+// drainInput processes what is already queued without blocking.
+func (p *Pipeline) drainInput() {
+	for {
+		select {
+		case msgs := <-p.in:
+			p.process(msgs)
+		default:
+			return
+		}
+	}
+}
+
+func (p *Pipeline) process(msgs []consumer.Message) {
+	if p.batch.Len() == 0 && len(p.findings) == 0 {
+		p.batchStart = time.Now()
+	}
+	p.consumed.Add(int64(len(msgs)))
+	for i := range msgs {
+		m := &msgs[i]
+		p.current = m
+		var errs []error
+		p.decoded, errs = p.o.Decoder.Decode(m.Src, m.Value, p.decoded[:0])
+		for _, err := range errs {
+			p.reject(m, err)
+		}
+		if len(p.decoded) == 0 {
+			p.batch.Track(m.Src)
+			continue
+		}
+		for j := range p.decoded {
+			e := &p.decoded[j]
+			if p.o.Guard != nil {
+				if leaked := p.o.Guard.Apply(e); len(leaked) > 0 {
+					p.violations.Add(1)
+					p.o.Metrics.RedactionViolation.WithLabelValues(p.emitter.value(e.Service)).Inc()
+					p.o.Log.Warn("raw credential replaced by a keyed hash", "topic", m.Src.Topic, "partition", m.Src.Partition,
+						"offset", m.Src.Offset, "service", e.Service, "fields", leaked)
+					if p.o.Quarantine != nil {
+						if err := p.o.Quarantine.Forward(context.Background(), *m, "redaction_violation"); err != nil {
+							p.o.Log.Error("quarantine topic write failed", "err", err)
+						}
+					}
+				}
+			}
+			if e.TS.After(p.maxTS) {
+				p.maxTS = e.TS
+			}
+			for _, o := range p.o.Observers {
+				o.Observe(e)
+			}
+			p.batch.Add(e)
+			p.accepted.Add(1)
+		}
+	}
+	p.current = nil
+}
+
+func (p *Pipeline) reject(m *consumer.Message, err error) {
+	reason := "invalid"
+	var de *ingest.Error
+	if errors.As(err, &de) {
+		reason = string(de.Reason)
+	}
+	p.rejected.Add(1)
+	p.reasonsMu.Lock()
+	p.reasons[reason]++
+	p.reasonsMu.Unlock()
+	p.o.Metrics.Rejected.WithLabelValues(reason).Inc()
+	if p.logLimit.allow(time.Now()) {
+		p.o.Log.Warn("message rejected", "reason", reason, "err", err.Error())
+	}
+	if p.o.DeadLetter != nil {
+		if ferr := p.o.DeadLetter.Forward(context.Background(), *m, err.Error()); ferr != nil {
+			p.o.Log.Error("dead-letter write failed", "topic", m.Src.Topic, "partition", m.Src.Partition, "offset", m.Src.Offset, "err", ferr)
+		} else {
+			p.o.Metrics.DeadLettered.Inc()
+		}
+	}
+}
+
+// flush hands the current batch to the inserter; it blocks when
+// MaxPendingBatches are already waiting (back-pressure).
+func (p *Pipeline) flush(barrier chan error) {
+	it := &item{batch: p.batch, revs: p.revs, barrier: barrier}
+	for id, f := range p.findings {
+		it.findings = append(it.findings, f)
+		it.triggers = append(it.triggers, p.triggers[id])
+	}
+	p.batch = store.NewBatch(p.cfg.BatchRows)
+	p.findings = map[string]finding.Finding{}
+	p.triggers = map[string]time.Time{}
+	p.revs = nil
+	p.batchStart = time.Now()
+	p.work <- it
+}
+
+func (p *Pipeline) insertLoop(ctx context.Context) {
+	for it := range p.work {
+		start := time.Now()
+		err := p.retry(ctx, "insert_events", func() error { return p.o.Store.InsertEvents(ctx, it.batch) })
+		if err == nil && len(it.findings) > 0 {
+			err = p.retry(ctx, "insert_findings", func() error { return p.o.Store.InsertFindings(ctx, it.findings) })
+			if err == nil {
+				now := time.Now()
+				p.findingsStored.Add(int64(len(it.findings)))
+				p.reasonsMu.Lock()
+				for _, t := range it.triggers {
+					if !t.IsZero() {
+						d := now.Sub(t)
+						p.o.Metrics.FindingLatency.Observe(d.Seconds())
+						if len(p.latencies) < maxLatencySamples {
+							p.latencies = append(p.latencies, d)
+						}
+					}
+				}
+				p.reasonsMu.Unlock()
+			}
+		}
+		if err == nil && len(it.revs) > 0 {
+			err = p.retry(ctx, "insert_revocations", func() error { return p.o.Store.InsertRevocations(ctx, it.revs) })
+		}
+		if err == nil {
+			n := it.batch.Len()
+			if n > 0 {
+				p.o.Metrics.BatchRows.Observe(float64(n))
+				p.o.Metrics.FlushSeconds.Observe(time.Since(start).Seconds())
+			}
+			p.stored.Add(int64(n))
+			p.o.Metrics.Stored.Add(float64(n))
+			if p.o.Acker != nil {
+				for _, r := range it.batch.Ranges() {
+					p.o.Acker.Ack(r.Topic, r.Partition, r.Last)
+				}
+			}
+		}
+		if it.barrier != nil {
+			it.barrier <- err
+		}
+	}
+}
+
+// retry runs op until it succeeds or ctx ends, backing off exponentially.
+// It never drops the batch: a stopped pipeline leaves its offsets
+// uncommitted, so the data is read again.
+func (p *Pipeline) retry(ctx context.Context, op string, fn func() error) error {
+	backoff := p.cfg.RetryInitial
+	for attempt := 0; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		p.o.Metrics.CHErrors.WithLabelValues(op).Inc()
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: gave up at shutdown: %w", op, err)
+		}
+		p.o.Log.Warn("ClickHouse write failed, retrying", "op", op, "attempt", attempt+1, "backoff", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: gave up at shutdown: %w", op, err)
+		case <-time.After(backoff):
+		}
+		p.retries.Add(1)
+		p.o.Metrics.CHRetries.WithLabelValues(op).Inc()
+		backoff = min(backoff*2, p.cfg.RetryMax)
+	}
+}

@@ -1,0 +1,115 @@
+package pipeline
+
+import (
+	"time"
+
+	"github.com/tokenwatch/tokenwatch/detect"
+	"github.com/tokenwatch/tokenwatch/event"
+	"github.com/tokenwatch/tokenwatch/finding"
+	"github.com/tokenwatch/tokenwatch/sli"
+	"github.com/tokenwatch/tokenwatch/store"
+)
+
+// Stages are the stateful processors every accepted event goes through, in
+// order: the SLI exporter (/metrics), the revocation tracker (M4), and the
+// detectors. Revocation results feed the exporter, the slow-revocation
+// detector and the store; findings go to the sink (the detectors count them
+// on /metrics themselves: M8 and M10 are rates of those counters).
+type Stages struct {
+	Exporter *sli.Exporter
+	Tracker  *sli.Tracker
+	Detect   *detect.Engine
+	sink     StageSink
+	// replaying mutes every output while stored history rebuilds state:
+	// what that history produced was counted and stored the first time.
+	replaying bool
+}
+
+// StageSink receives what the stages produce (the pipeline).
+type StageSink interface {
+	Finding(f finding.Finding)
+	Revocation(rows []store.Revocation)
+}
+
+// SetSink names where findings and revocation rows go.
+func (s *Stages) SetSink(sink StageSink) { s.sink = sink }
+
+// Observe runs one event through every stage.
+func (s *Stages) Observe(e *event.Event) {
+	s.Exporter.Observe(e)
+	s.Tracker.Observe(e)
+	s.Detect.Observe(e)
+}
+
+// Replay runs a stored event through the stateful stages only (not the
+// SLI counters), with their outputs muted.
+func (s *Stages) Replay(e *event.Event) {
+	s.replaying = true
+	s.Tracker.Observe(e)
+	s.Detect.Observe(e)
+	s.replaying = false
+}
+
+// Tick advances the detectors' event-time clock (closing quiet findings).
+func (s *Stages) Tick(now time.Time) {
+	if !now.IsZero() {
+		s.Detect.Advance(now)
+	}
+}
+
+// Finding is the detectors' sink.
+func (s *Stages) Finding(f finding.Finding) {
+	if s.replaying {
+		return
+	}
+	if s.sink != nil {
+		s.sink.Finding(f)
+	}
+}
+
+func (s *Stages) revocation(r sli.Revocation) {
+	if s.replaying {
+		return
+	}
+	s.Exporter.ObserveRevocation(r)
+	s.Detect.ObserveRevocation(detect.FromSLI(r))
+	if s.sink != nil {
+		s.sink.Revocation(RevocationRows(r))
+	}
+}
+
+// RevocationRows flattens one revoke's result into a row per service (one
+// row with an empty service when no service saw a covered token).
+func RevocationRows(r sli.Revocation) []store.Revocation {
+	base := store.Revocation{RevokedAt: r.RevokedAt, RevokeService: r.Service, Target: r.Target, TargetID: targetID(r),
+		TokenID: r.TokenID, SessionID: r.SessionID, Subject: r.Subject, FamilyID: r.FamilyID,
+		PropagationS: r.PropagationS, RevokePropagated: r.Propagated, Propagated: r.Propagated}
+	if len(r.ByService) == 0 {
+		return []store.Revocation{base}
+	}
+	out := make([]store.Revocation, 0, len(r.ByService))
+	for svc, l := range r.ByService {
+		row := base
+		row.Service = svc
+		row.ResidualAcceptances = uint32(l.ResidualAcceptances)
+		row.LagS = l.LagS
+		row.Propagated = l.Propagated
+		if l.FirstRejectionS != nil {
+			row.FirstRejectionS = *l.FirstRejectionS
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+func targetID(r sli.Revocation) string {
+	switch r.Target {
+	case "session":
+		return r.SessionID
+	case "subject":
+		return r.Subject
+	case "family":
+		return r.FamilyID
+	}
+	return r.TokenID
+}
