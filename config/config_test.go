@@ -112,3 +112,27 @@ func TestEveryKeyHasAnEnvironmentVariable(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryKeyIsDocumented keeps docs/config.md true to the code.
+func TestEveryKeyIsDocumented(t *testing.T) {
+	b, err := os.ReadFile("../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, k := range config.Keys() {
+		name := k
+		if strings.HasPrefix(k, "kafka.tls.") || strings.HasPrefix(k, "clickhouse.tls.") {
+			name = strings.SplitN(k, ".", 2)[0] + ".tls."
+		}
+		if !strings.Contains(doc, name) {
+			t.Errorf("docs/config.md does not mention %s", k)
+		}
+	}
+}
+
+func TestTheShippedExampleConfigIsValid(t *testing.T) {
+	if _, err := config.Load("../deploy/tokenwatch.yaml", nil, nil); err != nil {
+		t.Fatalf("deploy/tokenwatch.yaml: %v", err)
+	}
+}

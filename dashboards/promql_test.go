@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/tokenwatch/tokenwatch/alerts"
+	"github.com/tokenwatch/tokenwatch/detect"
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/finding"
 	"github.com/tokenwatch/tokenwatch/sli"
@@ -34,7 +35,14 @@ func exportedSeries(t *testing.T) map[string]map[string]bool {
 	}
 	x.ObserveRevocation(sli.Revocation{Service: "idp", RevokedAt: now, Propagated: true, PropagationS: 4})
 	x.ObserveRevocation(sli.Revocation{Service: "idp", RevokedAt: now, Propagated: false, PropagationS: 600})
-	x.ObserveFinding(finding.Finding{ID: "f1", Kind: finding.Replay, Severity: finding.Page, Status: finding.Open, Service: "api-gw"})
+	// Findings are counted by the detectors: open one (a failed
+	// proof-of-possession is replay by itself).
+	det, err := detect.New(detect.DefaultConfig(), discardFindings{}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	det.Observe(&event.Event{TS: now, Kind: event.KindValidate, Outcome: event.Denied, Service: "api-gw", TokenID: "0123456789abcdef",
+		Device: "dev-1", Binding: "dpop", BindingOK: event.False, HTTPStatus: 401})
 
 	families, err := reg.Gather()
 	if err != nil {
@@ -67,6 +75,10 @@ func exportedSeries(t *testing.T) map[string]map[string]bool {
 	}
 	return series
 }
+
+type discardFindings struct{}
+
+func (discardFindings) Finding(finding.Finding) {}
 
 // recordedSeries is every recording rule package alerts generates, keyed by
 // record name and slo label, with the labels its series carry: the rule's

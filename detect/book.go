@@ -3,6 +3,7 @@ package detect
 import (
 	"cmp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -85,6 +86,7 @@ type book struct {
 	m        *metrics
 	services *interner
 	recs     map[recKey]*record
+	retired  []finding.Finding // closed findings whose key began a new incident
 	open     map[*record]struct{}
 	corr     map[uint64]*record
 	pending  map[*record]struct{}
@@ -133,13 +135,19 @@ func (b *book) lookup(kind finding.Kind, key string) *record {
 // record has ev == nil: the caller sets it and the action, then calls touch.
 func (b *book) raise(s signal) (r *record, own bool) {
 	rk := recKey{s.kind, s.key}
+	id := finding.MakeID(s.kind, s.key)
 	if r := b.recs[rk]; r != nil && r.superseded == "" {
-		if r.f.Status == finding.Closed {
-			b.reopen(r)
+		if r.f.Status != finding.Closed {
+			bump(&r.f, s.ts)
+			b.index(r, s.corr)
+			return r, true
 		}
-		bump(&r.f, s.ts)
-		b.index(r, s.corr)
-		return r, true
+		// The same key signalling again after its finding closed (a quiet
+		// period without evidence) is a new incident: a new finding with
+		// an id of its own, derived from when it began, so analyze, the
+		// pipeline and a restarted pipeline all name it alike.
+		b.retire(r)
+		id = finding.MakeID(s.kind, s.key+"@"+strconv.FormatInt(s.ts, 10))
 	}
 	var stronger *record
 	var weaker []*record
@@ -172,7 +180,7 @@ func (b *book) raise(s signal) (r *record, own bool) {
 		return stronger, false
 	}
 	r = &record{f: finding.Finding{
-		ID:         finding.MakeID(s.kind, s.key),
+		ID:         id,
 		Kind:       s.kind,
 		Severity:   b.cfg.severity(s.kind),
 		Status:     finding.Open,
@@ -295,9 +303,17 @@ func (b *book) opened(r *record) {
 
 // reopen revives a closed finding when its incident starts again: same id,
 // so the store's row turns open again instead of a second row appearing.
-func (b *book) reopen(r *record) {
-	b.opened(r)
-	r.f.DetectedAt = msTime(b.now())
+// retire keeps a closed finding whose key starts a new incident, for all();
+// bounded like the records themselves (the oldest retired go first).
+func (b *book) retire(r *record) {
+	if r.superseded != "" {
+		return
+	}
+	b.retired = append(b.retired, r.snapshot())
+	if over := len(b.retired) - b.cfg.MaxFindings; over > 0 {
+		b.retired = slices.Delete(b.retired, 0, over)
+		b.m.evictions.WithLabelValues(stateFinding).Add(float64(over))
+	}
 }
 
 func (b *book) closed(r *record) {
@@ -404,7 +420,8 @@ func (b *book) trim() {
 
 // all returns every finding but the superseded ones, in a deterministic order.
 func (b *book) all() []finding.Finding {
-	out := make([]finding.Finding, 0, len(b.recs))
+	out := make([]finding.Finding, 0, len(b.recs)+len(b.retired))
+	out = append(out, b.retired...)
 	for _, r := range b.recs {
 		if r.superseded == "" {
 			out = append(out, r.snapshot())

@@ -117,11 +117,9 @@ func appendUse(list []use, u use, limit int) ([]use, bool) {
 	if len(list) >= limit {
 		return list, false
 	}
-	u.service, u.ip, u.country, u.device = cloneStr(u.service), cloneStr(u.ip), cloneStr(u.country), cloneStr(u.device)
+	u.service, u.ip, u.country, u.device = strings.Clone(u.service), strings.Clone(u.ip), strings.Clone(u.country), strings.Clone(u.device)
 	return append(list, u), true
 }
-
-func cloneStr(s string) string { return strings.Clone(s) }
 
 func absMS(d int64) int64 {
 	if d < 0 {

@@ -79,7 +79,7 @@ func DefaultConfig() Config {
 		RefreshGrace:         2 * time.Second,
 		AccessTokenLifetime:  15 * time.Minute,
 		RefreshBurstCount:    5,
-		RefreshBurstFraction: 0.1,
+		RefreshBurstFraction: 0.25,
 		FamilyIdleTTL:        time.Hour,
 		MaxFamilies:          2_000_000,
 		RateZScore:           6,

@@ -29,9 +29,9 @@
 //     propagation exceeds revocation_slo or that never propagated within the
 //     horizon. Evidence: propagation_s, services (residual_acceptances, lag_s).
 //   - key_rotation_break (page): bad_signature/unknown_kid failures at a
-//     service (or across all services) in rotation_window after a key_rotate
-//     at least rotation_min_failures and rotation_jump_factor times the same
-//     window before it; or unknown_kid failures of a kid never announced by
+//     service (or across all services) since a key_rotate (within
+//     rotation_window) at least rotation_min_failures and rotation_jump_factor
+//     times the rate of the window before it (its busiest tenth left out); or unknown_kid failures of a kid never announced by
 //     an issue, a key_rotate or a successful validation. Evidence: kid,
 //     failures_before, failures_after, services.
 //   - clock_skew (ticket): expired (ts-exp) or not_yet_valid (ts-iat)

@@ -49,7 +49,7 @@ func TestFindingClosesAfterTheQuietPeriod(t *testing.T) {
 	}
 }
 
-func TestTheSameIncidentAfterClosingReopensTheSameFinding(t *testing.T) {
+func TestTheSameKeySignallingAfterItsFindingClosedIsANewIncident(t *testing.T) {
 	en, rec, _ := newEngine(t, func(c *Config) { c.QuietPeriod = 5 * time.Minute })
 	exp := times(at(0), at(time.Hour))
 	en.Observe(validate(at(0), event.OK, tok("t1"), dev("laptop"), exp))
@@ -57,15 +57,19 @@ func TestTheSameIncidentAfterClosingReopensTheSameFinding(t *testing.T) {
 	en.Advance(at(10 * time.Minute))
 	en.Observe(validate(at(11*time.Minute), event.OK, tok("t1"), dev("thief"), exp))
 	fs := en.Flush()
-	if len(fs) != 1 || fs[0].Status != finding.Open || fs[0].Count != 2 {
-		t.Fatalf("want the one finding open again with count 2, got %+v", fs)
+	if len(fs) != 2 {
+		t.Fatalf("want the closed finding and a new one, got %+v", fs)
+	}
+	if fs[0].Status != finding.Closed || fs[0].Count != 1 || fs[1].Status != finding.Open || fs[1].ID == fs[0].ID ||
+		!fs[1].FirstSeen.Equal(at(11*time.Minute)) {
+		t.Fatalf("want the first incident closed and the second open with an id of its own, got %+v", fs)
 	}
 	ids := map[string]bool{}
 	for _, c := range rec.calls {
 		ids[c.ID] = true
 	}
-	if len(ids) != 1 {
-		t.Errorf("sink saw %d ids, want one", len(ids))
+	if len(ids) != 2 {
+		t.Errorf("sink saw %d ids, want two incidents", len(ids))
 	}
 }
 

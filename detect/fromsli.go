@@ -19,6 +19,9 @@ func FromSLI(r sli.Revocation) Revocation {
 		if l.FirstRejectionS != nil {
 			sp.FirstRejectionS = *l.FirstRejectionS
 		}
+		if l.LastAcceptanceS != nil {
+			sp.LastAcceptanceS = *l.LastAcceptanceS
+		}
 		out.Services = append(out.Services, sp)
 	}
 	sort.Slice(out.Services, func(i, j int) bool { return out.Services[i].Service < out.Services[j].Service })

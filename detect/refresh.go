@@ -3,6 +3,7 @@ package detect
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/finding"
@@ -48,12 +49,12 @@ func (x exchange) client() client { return client{ms: x.ms, dev: x.dev, a: x.a} 
 
 // The refresh signals, strongest first.
 const (
-	flavorIdPReuse      = "idp_reported_reuse"
-	flavorDoubleExchage = "double_exchange"
-	flavorBurst         = "refresh_burst"
-	flavorNewDevice     = "new_device"
-	flavorNewNetwork    = "new_network"
-	flavorRate          = "rate_above_baseline"
+	flavorIdPReuse       = "idp_reported_reuse"
+	flavorDoubleExchange = "double_exchange"
+	flavorBurst          = "refresh_burst"
+	flavorNewDevice      = "new_device"
+	flavorNewNetwork     = "new_network"
+	flavorRate           = "rate_above_baseline"
 )
 
 // maxLearnedLifetime bounds the lifetime learned from exp-iat: anything
@@ -191,7 +192,7 @@ func (d *refreshDetector) reuse(f *familyState, e *event.Event, cur client) (ref
 		return refreshSignal{kind: finding.RefreshReuse, flavor: flavorIdPReuse, prior: p, detail: "the IdP rejected a refresh token as reused"}, true
 	case e.Outcome == event.OK && prior != nil && !race:
 		cp := *prior
-		return refreshSignal{kind: finding.RefreshReuse, flavor: flavorDoubleExchage, prior: &cp, detail: "one refresh token was exchanged twice"}, true
+		return refreshSignal{kind: finding.RefreshReuse, flavor: flavorDoubleExchange, prior: &cp, detail: "one refresh token was exchanged twice"}, true
 	case e.Outcome == event.OK && prior == nil:
 		// Remember this exchange in place of the older one.
 		i := 0
@@ -317,7 +318,7 @@ func (d *refreshDetector) raise(e *event.Event, ms int64, fk string, s refreshSi
 	case finding.RefreshReuse:
 		ev, _ := r.ev.(*reuseEvidence)
 		if ev == nil {
-			ev = &reuseEvidence{parent: cloneStr(e.ParentTokenID)}
+			ev = &reuseEvidence{parent: strings.Clone(e.ParentTokenID)}
 			r.ev = ev
 		}
 		if s.prior != nil {
@@ -357,7 +358,7 @@ func appendExchange(list []use, u use) []use {
 	if len(list) >= maxUses {
 		return list
 	}
-	u.service, u.ip, u.country, u.device = cloneStr(u.service), cloneStr(u.ip), cloneStr(u.country), cloneStr(u.device)
+	u.service, u.ip, u.country, u.device = strings.Clone(u.service), strings.Clone(u.ip), strings.Clone(u.country), strings.Clone(u.device)
 	return append(list, u)
 }
 

@@ -40,7 +40,7 @@ func TestRefreshReuse(t *testing.T) {
 				refresh(at(15*time.Minute), event.OK, tok("r1"), parent("r0"), sess("s1"), fam("f1"), dev("laptop"), home),
 				refresh(at(16*time.Minute), event.OK, tok("r1b"), parent("r0"), sess("s1"), fam("f1"), dev("thief"), away),
 			},
-			wantSignal: flavorDoubleExchage, wantExchanges: 2,
+			wantSignal: flavorDoubleExchange, wantExchanges: 2,
 		},
 		{
 			name: "one refresh token exchanged twice by one device minutes apart",
@@ -48,7 +48,7 @@ func TestRefreshReuse(t *testing.T) {
 				refresh(at(15*time.Minute), event.OK, tok("r1"), parent("r0"), fam("f1"), dev("laptop"), home),
 				refresh(at(18*time.Minute), event.OK, tok("r1b"), parent("r0"), fam("f1"), dev("laptop"), home),
 			},
-			wantSignal: flavorDoubleExchage, wantExchanges: 2,
+			wantSignal: flavorDoubleExchange, wantExchanges: 2,
 		},
 		{
 			name: "the thief exchanges first and the owner's exchange arrives later",
@@ -56,7 +56,7 @@ func TestRefreshReuse(t *testing.T) {
 				refresh(at(15*time.Minute+time.Second), event.OK, tok("r1"), parent("r0"), fam("f1"), dev("laptop"), home),
 				refresh(at(15*time.Minute), event.OK, tok("r1b"), parent("r0"), fam("f1"), dev("thief"), away),
 			},
-			wantSignal: flavorDoubleExchage, wantExchanges: 2,
+			wantSignal: flavorDoubleExchange, wantExchanges: 2,
 		},
 		{
 			name: "refresh race on one device within the grace window is not theft",
@@ -197,6 +197,11 @@ func TestRefreshAnomaly(t *testing.T) {
 		{
 			name:   "hour-long tokens (from exp-iat) refreshed every minute",
 			events: cadence(6, time.Minute, ttype("access"), func(e *event.Event) { e.IAT, e.EXP = e.TS, e.TS.Add(time.Hour) }),
+			want:   flavorBurst,
+		},
+		{
+			name:   "five-minute tokens refreshed every twelve seconds",
+			events: cadence(8, 12*time.Second, ttype("access"), func(e *event.Event) { e.IAT, e.EXP = e.TS, e.TS.Add(5*time.Minute) }),
 			want:   flavorBurst,
 		},
 		{name: "a handful of refreshes in a minute is not a burst", events: cadence(4, 10*time.Second)},

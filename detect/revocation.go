@@ -39,7 +39,10 @@ type ServicePropagation struct {
 	ResidualAcceptances int     // ok validations after the revoke
 	LagS                float64 // revoke → first rejection after the last acceptance
 	FirstRejectionS     float64 // when it never accepted: an upper bound only
-	Propagated          bool
+	// LastAcceptanceS is the service's last residual acceptance, seconds
+	// after the revoke: the lower bound of its lag (0 when it never accepted).
+	LastAcceptanceS float64
+	Propagated      bool
 }
 
 // key names the revoke: what was revoked, which id, and when.
@@ -70,12 +73,21 @@ type revocationDetector struct {
 
 func (d *revocationDetector) observe(r Revocation) {
 	slo := d.cfg.RevocationSLO.Seconds()
-	// PropagationS is exact when propagated and a lower bound (the last
-	// residual acceptance) when not; either way, above the SLO is a breach.
-	// Not propagated with the last acceptance inside the SLO is a token that
-	// stopped being used (a logout's in-flight request), not a service
-	// ignoring the revoke: no evidence of a breach, so no finding.
-	if r.PropagationS <= slo {
+	// A service's true propagation lies between its last residual
+	// acceptance (lower bound) and its first revoked rejection after it
+	// (M4's lag, an upper bound that also measures how long the client took
+	// to come back). A finding needs evidence of a breach: some service
+	// accepting a covered token later than the SLO after the revoke.
+	// Residual acceptances inside the SLO are cache behaviour (SIGNALS.md),
+	// whether the rejection came soon after, late, or not at all because
+	// the token stopped being shown (a logout's in-flight request).
+	breach := false
+	for _, s := range r.Services {
+		if s.ResidualAcceptances > 0 && s.LastAcceptanceS > slo {
+			breach = true
+		}
+	}
+	if !breach {
 		return
 	}
 	slowest, slowestLag := "", -1.0
@@ -129,6 +141,9 @@ func (ev *revocationEvidence) render(m map[string]any) {
 	svcs := make([]map[string]any, 0, len(ev.r.Services))
 	for _, s := range ev.r.Services {
 		x := map[string]any{"service": s.Service, "residual_acceptances": s.ResidualAcceptances, "lag_s": s.LagS, "propagated": s.Propagated}
+		if s.ResidualAcceptances > 0 {
+			x["last_acceptance_s"] = s.LastAcceptanceS
+		}
 		if s.ResidualAcceptances == 0 && s.FirstRejectionS > 0 {
 			x["first_rejection_s"] = s.FirstRejectionS
 		}
@@ -141,7 +156,7 @@ func (ev *revocationEvidence) render(m map[string]any) {
 func (ev *revocationEvidence) slowServices() []string {
 	var out []ServicePropagation
 	for _, s := range ev.r.Services {
-		if (!s.Propagated && s.ResidualAcceptances > 0) || s.LagS > ev.slo {
+		if s.ResidualAcceptances > 0 && s.LastAcceptanceS > ev.slo {
 			out = append(out, s)
 		}
 	}

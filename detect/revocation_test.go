@@ -19,21 +19,21 @@ func TestSlowRevocation(t *testing.T) {
 		{
 			name: "one service kept accepting for 95 seconds",
 			r: with(base, 95, false, false,
-				ServicePropagation{Service: "orders", ResidualAcceptances: 14, LagS: 95, Propagated: true},
-				ServicePropagation{Service: "billing", ResidualAcceptances: 1, LagS: 3, Propagated: true}),
+				ServicePropagation{Service: "orders", ResidualAcceptances: 14, LagS: 95, LastAcceptanceS: 94, Propagated: true},
+				ServicePropagation{Service: "billing", ResidualAcceptances: 1, LagS: 3, LastAcceptanceS: 1, Propagated: true}),
 			wantService: "orders",
 		},
 		{
 			name: "a service never rejected within the horizon",
 			r: with(base, 240, true, false,
-				ServicePropagation{Service: "legacy-api", ResidualAcceptances: 30, LagS: 240},
+				ServicePropagation{Service: "legacy-api", ResidualAcceptances: 30, LagS: 240, LastAcceptanceS: 240},
 				ServicePropagation{Service: "orders", ResidualAcceptances: 0, LagS: 0, FirstRejectionS: 4, Propagated: true}),
 			wantService: "legacy-api",
 		},
 		{
 			name: "residual acceptances inside the SLO are cache behaviour",
 			r: with(base, 45, false, false,
-				ServicePropagation{Service: "orders", ResidualAcceptances: 6, LagS: 45, Propagated: true}),
+				ServicePropagation{Service: "orders", ResidualAcceptances: 6, LagS: 45, LastAcceptanceS: 44, Propagated: true}),
 		},
 		{
 			name: "revoked token rejected at once everywhere",
@@ -44,12 +44,17 @@ func TestSlowRevocation(t *testing.T) {
 		{
 			name: "logout: one in-flight acceptance, then the token is never used again",
 			r: with(base, 2, true, false,
-				ServicePropagation{Service: "gateway", ResidualAcceptances: 1, LagS: 2}),
+				ServicePropagation{Service: "gateway", ResidualAcceptances: 1, LagS: 2, LastAcceptanceS: 2}),
+		},
+		{
+			name: "an idle client whose next request was rejected 66 s after the revoke, last accepted at 5 s, is not slow",
+			r: with(base, 66, false, false,
+				ServicePropagation{Service: "gateway", ResidualAcceptances: 1, LagS: 66, LastAcceptanceS: 5, Propagated: true}),
 		},
 		{
 			name: "input ended before the horizon with a lag still inside the SLO",
 			r: with(base, 5, true, true,
-				ServicePropagation{Service: "orders", ResidualAcceptances: 1, LagS: 5}),
+				ServicePropagation{Service: "orders", ResidualAcceptances: 1, LagS: 5, LastAcceptanceS: 5}),
 		},
 	}
 	for _, tt := range tests {
@@ -100,7 +105,7 @@ func with(r Revocation, propagation float64, notPropagated, truncated bool, svcs
 func TestTheSameRevokeReportedTwiceIsOneFinding(t *testing.T) {
 	en, _, _ := newEngine(t, nil)
 	r := with(Revocation{Target: "token", TokenID: "t1", RevokedAt: at(0)}, 80, false, false,
-		ServicePropagation{Service: "orders", ResidualAcceptances: 3, LagS: 80, Propagated: true})
+		ServicePropagation{Service: "orders", ResidualAcceptances: 3, LagS: 80, LastAcceptanceS: 79, Propagated: true})
 	en.ObserveRevocation(r)
 	r.PropagationS, r.Services[0].LagS = 90, 90
 	en.ObserveRevocation(r)

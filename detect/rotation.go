@@ -68,6 +68,31 @@ func (b *failureBuckets) add(ms int64) {
 	b.n[j]++
 }
 
+// baseline is the failures per bucket in [from, to) with the busiest tenth
+// of the buckets left out: the tail of an earlier break (its own incident)
+// must not hide the next one, while steady noise still counts in full.
+func (b *failureBuckets) baseline(from, to int64) float64 {
+	lo, hi := from/(failureBucketS*1000), (to-1)/(failureBucketS*1000)
+	n := int(hi - lo + 1)
+	if n <= 0 {
+		return 0
+	}
+	counts := make([]int, 0, n)
+	for j, i := range b.idx {
+		if i >= lo && i <= hi && b.n[j] > 0 {
+			counts = append(counts, int(b.n[j]))
+		}
+	}
+	slices.Sort(counts)
+	drop := n / 10
+	kept := counts[:max(0, len(counts)-drop)]
+	total := 0
+	for _, c := range kept {
+		total += c
+	}
+	return float64(total) / float64(n-drop)
+}
+
 // sum counts failures in [from, to).
 func (b *failureBuckets) sum(from, to int64) int {
 	lo, hi := from/(failureBucketS*1000), (to-1)/(failureBucketS*1000)
@@ -137,11 +162,34 @@ func (d *rotationDetector) observeValidation(e *event.Event, ms int64) {
 		d.fleet = newFailureBuckets(d.cfg.RotationWindow.Milliseconds())
 	}
 	d.fleet.add(ms)
-	if r := d.rotationBefore(e, ms); r != nil {
+	if r := d.rotationOf(e, ms); r != nil {
 		d.checkJump(e, ms, r, fb)
 		return
 	}
 	d.checkUnknownKid(e, ms)
+}
+
+// rotationOf is the rotation a failure belongs to: the recent rotation to
+// the kid it carries; else, for a failure of the latest rotation's
+// predecessor kid (a key dropped too early) or one without a kid, the latest
+// rotation. An unannounced kid failing meanwhile is its own incident, and a
+// kid whose own rotation broke earlier stays with that rotation when the
+// next one comes.
+func (d *rotationDetector) rotationOf(e *event.Event, ms int64) *rotation {
+	w := d.cfg.RotationWindow.Milliseconds()
+	if e.Kid != "" {
+		for i := len(d.rotations) - 1; i >= 0; i-- {
+			r := &d.rotations[i]
+			if r.kid == e.Kid && r.ms <= ms && ms-r.ms <= w {
+				return r
+			}
+		}
+	}
+	r := d.rotationBefore(e, ms)
+	if r == nil || (e.Kid != "" && e.Kid != r.prevKid) {
+		return nil
+	}
+	return r
 }
 
 // rotationBefore is the latest rotation of the event's issuer at most one
@@ -164,14 +212,20 @@ func (d *rotationDetector) rotationBefore(e *event.Event, ms int64) *rotation {
 // checkJump compares failures in the window after the rotation with the
 // same length before it, at the event's service and across all services (a
 // break spread thinly over many services is still a break).
+//
+// The comparison is by rate: failures since the rotation against what the
+// window before it (busiest tenth left out, see baseline) would give over
+// the same time.
 func (d *rotationDetector) checkJump(e *event.Event, ms int64, r *rotation, fb *failureBuckets) {
 	w := d.cfg.RotationWindow.Milliseconds()
-	before := fb.sum(r.ms-w, r.ms)
-	after := fb.sum(r.ms, r.ms+w)
-	jumped := func(before, after int) bool {
-		return after >= d.cfg.RotationMinFailures && float64(after) >= d.cfg.RotationJumpFactor*float64(max(before, 1))
+	elapsed := float64(max(ms-r.ms, 1)) / (failureBucketS * 1000)
+	jumped := func(b *failureBuckets) (int, int, bool) {
+		before, after := b.sum(r.ms-w, r.ms), b.sum(r.ms, r.ms+w)
+		expected := b.baseline(r.ms-w, r.ms) * max(elapsed, 1)
+		return before, after, after >= d.cfg.RotationMinFailures && float64(after) >= d.cfg.RotationJumpFactor*max(expected, 1)
 	}
-	if !jumped(before, after) && !jumped(d.fleet.sum(r.ms-w, r.ms), d.fleet.sum(r.ms, r.ms+w)) {
+	before, after, svcJumped := jumped(fb)
+	if _, _, fleetJumped := jumped(d.fleet); !svcJumped && !fleetJumped {
 		if d.book.lookup(finding.KeyRotationBreak, "kid:"+r.kid) == nil {
 			d.checkUnknownKid(e, ms)
 		}
@@ -240,7 +294,7 @@ func (d *rotationDetector) raise(e *event.Event, ms int64, kid, flavor string, r
 		detail: flavor})
 	ev, _ := rec.ev.(*rotationEvidence)
 	if ev == nil {
-		ev = &rotationEvidence{kid: cloneStr(kid), services: map[string]*[2]int{}}
+		ev = &rotationEvidence{kid: strings.Clone(kid), services: map[string]*[2]int{}}
 		rec.ev = ev
 	}
 	ev.flavor = flavor
@@ -250,7 +304,7 @@ func (d *rotationDetector) raise(e *event.Event, ms int64, kid, flavor string, r
 	c := ev.services[e.Service]
 	if c == nil {
 		c = &[2]int{}
-		ev.services[cloneStr(e.Service)] = c
+		ev.services[strings.Clone(e.Service)] = c
 	}
 	c[0], c[1] = before, after
 	rec.f.Action = rotationAction(ev)

@@ -72,6 +72,16 @@ func TestKeyRotationBreak(t *testing.T) {
 			wantKid: "k2", wantSignal: "after_rotation", wantServices: 2,
 		},
 		{
+			name: "a second rotation breaks a service still recovering from the first",
+			events: cat(
+				[]*event.Event{rotate(at(0), "k2", "k1")},
+				traffic(time.Second, 10*time.Minute+30*time.Second, time.Second, "k2", event.UnknownKid, "orders"),
+				[]*event.Event{rotate(at(20*time.Minute), "k3", "k2")},
+				traffic(20*time.Minute+time.Second, 22*time.Minute, 2*time.Second, "k3", event.UnknownKid, "orders"),
+			),
+			wantKid: "k3", wantSignal: "after_rotation",
+		},
+		{
 			name: "a rotation every service handled",
 			events: cat(
 				traffic(0, 10*time.Minute, 5*time.Second, "k1", event.OK, "orders", "billing"),
@@ -114,10 +124,15 @@ func TestKeyRotationBreak(t *testing.T) {
 				}
 				return
 			}
-			if len(fs) != 1 || fs[0].Kind != finding.KeyRotationBreak {
-				t.Fatalf("want one key_rotation_break, got %+v", fs)
+			var f finding.Finding
+			for _, x := range fs {
+				if x.Kid == tt.wantKid {
+					f = x
+				}
 			}
-			f := fs[0]
+			if f.Kind != finding.KeyRotationBreak {
+				t.Fatalf("want a key_rotation_break for %s, got %+v", tt.wantKid, fs)
+			}
 			if f.Kid != tt.wantKid || f.Severity != finding.Page || (tt.wantServices == 0 && f.Service != "orders") {
 				t.Errorf("finding: %+v", f)
 			}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/finding"
@@ -92,7 +93,7 @@ func (d *skewDetector) observe(e *event.Event, ms int64) {
 		st.notYet++
 	}
 	if e.Region != "" && st.region != e.Region {
-		st.region = cloneStr(e.Region)
+		st.region = strings.Clone(e.Region)
 	}
 	d.check(e, ms, minute, st)
 }

@@ -75,6 +75,10 @@ type Generator struct {
 	truth   []*truthEntry
 	reqRate float64 // client requests per second per session
 	planned int
+	// skewed counts clock-skew instances per service, so each instance goes
+	// to a service that has had the fewest: two skews of one service
+	// close together would read as one flapping clock, one incident.
+	skewed map[*service]int
 }
 
 // truthEntry is a ground-truth record that becomes visible (and gets its

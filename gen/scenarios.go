@@ -413,7 +413,20 @@ func (g *Generator) clockSkew(name string, sign int) {
 			fit = append(fit, b)
 		}
 	}
-	svc := pick(g.r, fit)
+	if g.skewed == nil {
+		g.skewed = map[*service]int{}
+	}
+	least := fit[:0:0]
+	for _, b := range fit {
+		switch {
+		case len(least) == 0 || g.skewed[b] < g.skewed[least[0]]:
+			least = append(least[:0], b)
+		case g.skewed[b] == g.skewed[least[0]]:
+			least = append(least, b)
+		}
+	}
+	svc := pick(g.r, least)
+	g.skewed[svc]++
 	offset := g.uniform(2*time.Minute, 8*time.Minute).Truncate(time.Millisecond) * time.Duration(sign)
 	te := g.newTruth(name, func(t *eval.Truth) { t.Service = svc.name })
 	svc.skew = &clockSkew{from: g.now, offset: offset, truth: te}

@@ -32,8 +32,9 @@ type serviceSLIs struct {
 func TestPipelineRowsAgreeWithAnalyzeOnTheSameEvents(t *testing.T) {
 	h := newHarness(t, 3)
 	spec := gen.Default()
-	spec.Seed, spec.Duration, spec.Rate, spec.Sessions = 11, 8*time.Minute, 400, 500
+	spec.Seed, spec.Duration, spec.Rate, spec.Sessions = 11, 14*time.Minute, 300, 500
 	spec.Start = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+	spec.AccessTTLMin, spec.AccessTTLMax = 2*time.Minute, 4*time.Minute
 	spec.Inject = map[string]int{gen.ScenarioKeyRotationBreak: 1, gen.ScenarioRefreshReuseIdP: 1}
 
 	// The same spec gives the same events: once to Kafka, once to a file.

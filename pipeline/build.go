@@ -124,8 +124,14 @@ func BuildStages(c config.Config, reg prometheus.Registerer) (*Stages, error) {
 		}
 		spec = s
 	}
-	_ = spec // the exporter exports raw outcomes; the rules apply the spec
-	exp, err := sli.NewExporter(reg, sli.ExporterConfig{MaxLabelValues: c.Pipeline.LabelCap})
+	// The exporter exports raw outcomes (the rules apply the spec's classes);
+	// it needs the propagation threshold to tell a slow revoke from an
+	// unconfirmed one, as the detector does.
+	propagationSLO := c.Detect.RevocationSLO
+	if o := spec.Find(slo.SLIRevocationPropagation); o != nil {
+		propagationSLO = time.Duration(o.ThresholdSeconds * float64(time.Second))
+	}
+	exp, err := sli.NewExporter(reg, sli.ExporterConfig{MaxLabelValues: c.Pipeline.LabelCap, PropagationSLO: propagationSLO})
 	if err != nil {
 		return nil, err
 	}
@@ -133,10 +139,8 @@ func BuildStages(c config.Config, reg prometheus.Registerer) (*Stages, error) {
 	if err != nil {
 		return nil, err
 	}
-	dc := c.Detect
-	dc.AllowedLateness = c.Pipeline.Lateness
 	st := &Stages{Exporter: exp, Tracker: tr}
-	det, err := detect.New(dc, st, reg)
+	det, err := detect.New(c.Detect, st, reg)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package sli
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -27,15 +28,26 @@ type ExporterConfig struct {
 	// MaxLabelValues caps the distinct values of each of service, issuer and
 	// region; later values are exported as "other". Default 200.
 	MaxLabelValues int
+	// PropagationSLO is the revocation-propagation threshold (default 60 s).
+	// A revoke not propagated within the horizon whose last residual
+	// acceptance came inside it is unconfirmed, not slow: the token simply
+	// stopped being shown (a logout's last in-flight request). It is observed
+	// at that lower bound and counted in
+	// tokenwatch_revocations_unconfirmed_total, not as not propagated, so the
+	// SLO does not burn on ordinary logouts — the same rule the
+	// slow-revocation detector applies.
+	PropagationSLO time.Duration
 }
 
 // Exporter exports the SLIs as the Prometheus metrics named in
 // docs/architecture.md. It is safe for concurrent use.
 //
 // Revocation propagation: tokenwatch_revocation_propagation_seconds observes
-// only propagated revokes; a revoke not propagated within the horizon is
-// counted in tokenwatch_revocations_not_propagated_total instead, and
-// tokenwatch_revocations_total counts both. So the fraction of revokes slower
+// propagated revokes, and unconfirmed ones at their lower bound (see
+// ExporterConfig.PropagationSLO); a revoke some service kept accepting past
+// the SLO and never rejected within the horizon is counted in
+// tokenwatch_revocations_not_propagated_total instead, and
+// tokenwatch_revocations_total counts all. So the fraction of revokes slower
 // than the threshold T is 1 − bucket{le=T} / revocations_total.
 type Exporter struct {
 	services, issuers, regions *labelCap
@@ -51,6 +63,8 @@ type Exporter struct {
 	propagation    *prometheus.HistogramVec
 	revocations    *prometheus.CounterVec
 	notPropagated  *prometheus.CounterVec
+	unconfirmed    *prometheus.CounterVec
+	propagationSLO float64
 
 	mu    sync.Mutex
 	cache map[rawKey]*keySeries
@@ -63,6 +77,9 @@ func NewExporter(reg prometheus.Registerer, cfg ExporterConfig) (*Exporter, erro
 	}
 	if cfg.MaxLabelValues == 0 {
 		cfg.MaxLabelValues = 200
+	}
+	if cfg.PropagationSLO <= 0 {
+		cfg.PropagationSLO = time.Minute
 	}
 	key := []string{"service", "issuer", "region"}
 	withOutcome := []string{"service", "issuer", "region", "outcome"}
@@ -105,12 +122,16 @@ func NewExporter(reg prometheus.Registerer, cfg ExporterConfig) (*Exporter, erro
 		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenwatch_revocations_total", Help: "Revokes whose propagation result is final (M4).",
 		}, []string{"service"}),
+		propagationSLO: cfg.PropagationSLO.Seconds(),
+		unconfirmed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenwatch_revocations_unconfirmed_total", Help: "Revokes not seen rejected within the horizon whose residual acceptances all came inside the SLO: the token stopped being shown (M4).",
+		}, []string{"service"}),
 		notPropagated: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenwatch_revocations_not_propagated_total", Help: "Revokes some service still accepted at the end of the horizon (M4).",
 		}, []string{"service"}),
 	}
 	for _, c := range []prometheus.Collector{x.validations, x.latency, x.refreshes, x.issued, x.requests,
-		x.rejections401, x.introspections, x.tokenSize, x.propagation, x.revocations, x.notPropagated,
+		x.rejections401, x.introspections, x.tokenSize, x.propagation, x.revocations, x.notPropagated, x.unconfirmed,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("sli exporter: register: %w", err)
@@ -222,9 +243,13 @@ func (s *keySeries) observer(slot *prometheus.Observer, vec *prometheus.Histogra
 func (x *Exporter) ObserveRevocation(r Revocation) {
 	svc := x.services.value(r.Service)
 	x.revocations.WithLabelValues(svc).Inc()
-	if r.Propagated {
+	switch {
+	case r.Propagated:
 		x.propagation.WithLabelValues(svc).Observe(r.PropagationS)
-	} else {
+	case r.PropagationS <= x.propagationSLO:
+		x.propagation.WithLabelValues(svc).Observe(r.PropagationS)
+		x.unconfirmed.WithLabelValues(svc).Inc()
+	default:
 		x.notPropagated.WithLabelValues(svc).Inc()
 	}
 }

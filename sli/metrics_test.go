@@ -157,3 +157,43 @@ func TestHistogramBucketsHoldTheDefaultSLOThresholds(t *testing.T) {
 		t.Errorf("checked %d threshold SLOs, want the latency and the propagation one", checked)
 	}
 }
+
+func TestALogoutsLastInFlightAcceptanceIsUnconfirmedNotSlow(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	x, err := NewExporter(reg, ExporterConfig{PropagationSLO: 60 * 1e9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.ObserveRevocation(Revocation{Service: "idp", Propagated: false, PropagationS: 1.2}) // accepted once, then never shown again
+	x.ObserveRevocation(Revocation{Service: "idp", Propagated: false, PropagationS: 300}) // kept accepting for 5 minutes
+	x.ObserveRevocation(Revocation{Service: "idp", Propagated: true, PropagationS: 2})    // fast
+	x.ObserveRevocation(Revocation{Service: "idp", Propagated: true, PropagationS: 90})   // slow
+	got := map[string]float64{}
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "tokenwatch_revocations_total", "tokenwatch_revocations_not_propagated_total", "tokenwatch_revocations_unconfirmed_total":
+				got[mf.GetName()] += m.GetCounter().GetValue()
+			case "tokenwatch_revocation_propagation_seconds":
+				got["count"] += float64(m.GetHistogram().GetSampleCount())
+				for _, b := range m.GetHistogram().GetBucket() {
+					if b.GetUpperBound() == 60 {
+						got["le60"] += float64(b.GetCumulativeCount())
+					}
+				}
+			}
+		}
+	}
+	want := map[string]float64{"tokenwatch_revocations_total": 4, "tokenwatch_revocations_not_propagated_total": 1,
+		"tokenwatch_revocations_unconfirmed_total": 1, "count": 3, "le60": 2}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s = %v, want %v", k, got[k], w)
+		}
+	}
+	// The SLO's bad fraction: (count - le60 + not_propagated) / total = (3-2+1)/4.
+	if bad := (got["count"] - got["le60"] + got["tokenwatch_revocations_not_propagated_total"]) / got["tokenwatch_revocations_total"]; bad != 0.5 {
+		t.Errorf("bad fraction %v, want 0.5 (the slow one and the one never propagated)", bad)
+	}
+}
