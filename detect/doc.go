@@ -2,7 +2,9 @@
 // stream (SIGNALS.md, "Detections"). Each incident is one finding.Finding,
 // opened as soon as the event that shows it is observed, updated while it
 // goes on (throttled to one update per finding per second of event time) and
-// closed after a quiet period; the same incident later reopens the same id.
+// closed after a quiet period. The same key signalling again after its
+// finding closed is a new incident: a new finding whose id is derived from
+// the key and the time it began.
 //
 // What each detector calls an incident (defaults in DefaultConfig):
 //
@@ -25,11 +27,17 @@
 //     z-score of rate_z_score over its own 30-minute per-minute baseline
 //     (median/MAD, MAD floored at Poisson noise); a refresh from a device new
 //     to the family, or with no device, from a new network.
-//   - slow_revocation (ticket): a revoke (from ObserveRevocation) whose
-//     propagation exceeds revocation_slo or that never propagated within the
-//     horizon. Evidence: propagation_s, services (residual_acceptances, lag_s).
-//   - key_rotation_break (page): bad_signature/unknown_kid failures at a
-//     service (or across all services) since a key_rotate (within
+//   - slow_revocation (ticket): a revoke (from ObserveRevocation) that some
+//     service still accepted more than revocation_slo after it — whether it
+//     then rejected (propagation above the SLO) or never did within the
+//     horizon. M4's lag is an upper bound (it also measures how long the
+//     client took to come back); the last residual acceptance is the lower
+//     bound and the evidence of a breach. Residual acceptances inside the
+//     SLO are cache behaviour and no finding. Evidence: propagation_s,
+//     services (residual_acceptances, lag_s, last_acceptance_s).
+//   - key_rotation_break (page): bad_signature/unknown_kid failures of the
+//     rotated kid (or of its predecessor, or without a kid) at a service (or
+//     across all services) since a key_rotate (within
 //     rotation_window) at least rotation_min_failures and rotation_jump_factor
 //     times the rate of the window before it (its busiest tenth left out); or unknown_kid failures of a kid never announced by
 //     an issue, a key_rotate or a successful validation. Evidence: kid,

@@ -77,7 +77,8 @@ reachable at --clickhouse-listen while it runs (try curl), and /metrics at
 		return err
 	}
 	defer eng.Close()
-	srv, err := chdb.Serve(ctx, eng, freeOr(*chListen))
+	// The engine outlives Ctrl-C: the pipeline flushes into it on the way out.
+	srv, err := chdb.Serve(context.Background(), eng, freeOr(*chListen))
 	if err != nil {
 		return err
 	}

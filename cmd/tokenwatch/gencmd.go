@@ -92,6 +92,8 @@ timestamps, for 'tokenwatch analyze' and 'tokenwatch eval'.`, stdout, stderr)
 			tp = *truth
 		}
 		fmt.Fprintf(stdout, "wrote %d events to %s and the ground truth (%d entries) to %s\n", n, *out, len(gn.Truth()), tp)
+		fmt.Fprintf(stdout, "the generator's known NAT egress ranges (give them to the detectors): --set detect.nat_egress_ranges=%s\n",
+			strings.Join(spec.NATPrefixes(), ","))
 		return nil
 	}
 	spec, err := g.spec(time.Now())
