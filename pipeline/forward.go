@@ -18,15 +18,19 @@ type TopicForwarder struct {
 }
 
 // NewTopicForwarder writes to topic on the given brokers.
+// A nil transport is kafka-go's default (no TLS, no SASL).
 func NewTopicForwarder(brokers []string, topic string, transport *kafka.Transport) *TopicForwarder {
-	return &TopicForwarder{w: &kafka.Writer{
+	w := &kafka.Writer{
 		Addr:                   kafka.TCP(brokers...),
 		Topic:                  topic,
-		Transport:              transport,
 		RequiredAcks:           kafka.RequireAll,
 		AllowAutoTopicCreation: true,
 		BatchTimeout:           10 * time.Millisecond,
-	}}
+	}
+	if transport != nil {
+		w.Transport = transport // a typed nil would not be kafka-go's default
+	}
+	return &TopicForwarder{w: w}
 }
 
 // Forward writes m synchronously: its offset is committed later only if

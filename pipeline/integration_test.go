@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tokenwatch/tokenwatch/config"
@@ -59,11 +61,28 @@ func newHarness(t *testing.T, partitions int) *harness {
 	return &harness{brokers: brokers, topic: topic, store: s, kcfg: kc}
 }
 
+// runOptions capture what a run writes, for the tests that inspect it.
+type runOptions struct {
+	logs       io.Writer
+	registry   *prometheus.Registry
+	deadLetter pipeline.Forwarder
+}
+
 // run consumes until stop says so, then shuts down gracefully.
 func (h *harness) run(t *testing.T, stop func(pipeline.Stats) bool) pipeline.Stats {
+	return h.runWith(t, runOptions{}, stop)
+}
+
+func (h *harness) runWith(t *testing.T, ro runOptions, stop func(pipeline.Stats) bool) pipeline.Stats {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m := metrics.New(prometheus.NewRegistry())
+	if ro.logs == nil {
+		ro.logs = io.Discard
+	}
+	if ro.registry == nil {
+		ro.registry = prometheus.NewRegistry()
+	}
+	log := slog.New(slog.NewTextHandler(ro.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m := metrics.New(ro.registry)
 	dec, err := ingest.NewDecoder(ingest.FormatJSON)
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +97,7 @@ func (h *harness) run(t *testing.T, stop func(pipeline.Stats) bool) pipeline.Sta
 	}
 	p, err := pipeline.New(pipeline.Config{BatchRows: 2000, BatchInterval: 200 * time.Millisecond, MaxPendingBatches: 2,
 		RetryInitial: 50 * time.Millisecond, RetryMax: time.Second, LabelCap: 50},
-		pipeline.Options{Decoder: dec, Guard: guard, Store: h.store, Acker: group, Metrics: m, Log: log})
+		pipeline.Options{Decoder: dec, Guard: guard, Store: h.store, Acker: group, Metrics: m, Log: log, DeadLetter: ro.deadLetter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,9 +178,17 @@ func TestStoredEventsEqualProducedEventsOnRealKafka(t *testing.T) {
 	events[77].Reason = "Authorization: Bearer " + leakedJWT // a leak in a free-text field
 	events[78].Extra = map[string]string{"authorization": `"` + leakedJWT + `"`}
 	bad := []string{`{not json`, `{"ts":"2026-11-29T10:00:00Z","kind":"validate"}`, `{"ts":"yesterday","kind":"validate","outcome":"ok","service":"a","token_id":"x","latency_ms":1}`}
+	events[79].Service = "Bearer " + leakedJWT // even where it would become a metric label
 	produce(t, h, events, bad)
 
-	stats := h.run(t, func(s pipeline.Stats) bool { return s.Stored >= int64(len(events)) && s.Rejected >= int64(len(bad)) })
+	var logs bytes.Buffer
+	reg := prometheus.NewRegistry()
+	dlqTopic := h.topic + "-dlq"
+	testkit.CreateTopic(t, h.brokers, dlqTopic, 1)
+	dlq := pipeline.NewTopicForwarder(h.brokers, dlqTopic, nil)
+	defer dlq.Close()
+	stats := h.runWith(t, runOptions{logs: &logs, registry: reg, deadLetter: dlq},
+		func(s pipeline.Stats) bool { return s.Stored >= int64(len(events)) && s.Rejected >= int64(len(bad)) })
 
 	got := storedRequestIDs(t, h.store)
 	if len(got) != len(events) {
@@ -172,8 +199,41 @@ func TestStoredEventsEqualProducedEventsOnRealKafka(t *testing.T) {
 			t.Fatalf("event %s stored %d times, want once", e.RequestID, got[e.RequestID])
 		}
 	}
-	if stats.Rejected != int64(len(bad)) || stats.RedactionViolations != 2 {
-		t.Fatalf("rejected=%d (by reason %v) violations=%d; want %d and 2", stats.Rejected, stats.RejectedByReason, stats.RedactionViolations, len(bad))
+	if stats.Rejected != int64(len(bad)) || stats.RedactionViolations != 3 {
+		t.Fatalf("rejected=%d (by reason %v) violations=%d; want %d and 3", stats.Rejected, stats.RejectedByReason, stats.RedactionViolations, len(bad))
+	}
+	// Not in the logs, not in /metrics.
+	var exposition bytes.Buffer
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(&exposition, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for what, text := range map[string]string{"the logs": logs.String(), "/metrics": exposition.String()} {
+		if strings.Contains(text, leakedJWT) || strings.Contains(text, "eyJhbGciOi") {
+			t.Fatalf("a raw JWT reached %s:\n%s", what, text)
+		}
+	}
+	if !strings.Contains(exposition.String(), `tokenwatch_redaction_violations_total{emitter="hmac-sha256:`) {
+		t.Errorf("the violation by the leaking emitter is not counted under its hashed name:\n%s", exposition.String())
+	}
+	if !strings.Contains(logs.String(), "message rejected") || !strings.Contains(logs.String(), "offset") {
+		t.Errorf("rejections are not logged with their coordinates:\n%s", logs.String())
+	}
+	// Every rejected message is in the dead-letter topic, with headers naming where it came from.
+	dead := testkit.ConsumeGroup(t, h.brokers, dlqTopic, "dlq-reader-"+h.topic, len(bad))
+	for _, m := range dead {
+		hdr := map[string]string{}
+		for _, x := range m.Headers {
+			hdr[x.Key] = string(x.Value)
+		}
+		if hdr["tokenwatch.source.topic"] != h.topic || hdr["tokenwatch.source.offset"] == "" || hdr["tokenwatch.error"] == "" {
+			t.Fatalf("dead letter without its provenance: %v", hdr)
+		}
 	}
 	dump, err := h.store.Conn().Query(context.Background(), "SELECT reason, toString(extra) FROM "+h.store.Database()+".events WHERE request_id IN ('req-77','req-78')")
 	if err != nil {

@@ -82,6 +82,9 @@ type Config struct {
 	// RebuildWindow is how much stored history is replayed into the
 	// detectors when partitions are taken over (0: no rebuild).
 	RebuildWindow time.Duration
+	// ShutdownGrace bounds how long a stop waits for ClickHouse to take the
+	// last batch (default 2m).
+	ShutdownGrace time.Duration
 }
 
 // Options are the pipeline's collaborators; nil ones are off.
@@ -116,6 +119,8 @@ type Pipeline struct {
 	cfg Config
 	o   Options
 
+	stop     <-chan struct{} // Run's ctx.Done: unblocks a flush stuck on a full queue
+	stuck    []*item
 	in       chan []consumer.Message
 	drains   chan chan error
 	rebuilds chan rebuildReq
@@ -160,6 +165,9 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 2 * time.Minute
 	}
 	return &Pipeline{
 		cfg: cfg, o: o,
@@ -296,6 +304,7 @@ func (p *Pipeline) FindingLatencies() []time.Duration {
 // Run processes until ctx ends, then flushes what it holds. It returns once
 // the last batch is stored (or the store gave up after shutdownGrace).
 func (p *Pipeline) Run(ctx context.Context) error {
+	p.stop = ctx.Done()
 	// Inserts outlive ctx a little so a graceful stop can flush.
 	ictx, icancel := context.WithCancel(context.Background())
 	defer icancel()
@@ -327,19 +336,40 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			}
 		case <-ctx.Done():
 			p.drainInput()
-			done := make(chan error, 1)
-			p.flush(done)
-			close(p.work)
-			select {
-			case <-done:
-			case <-time.After(2 * time.Minute):
-				p.o.Log.Error("shutdown: ClickHouse did not take the last batch in 2m; those offsets stay uncommitted and will be read again")
-			}
-			icancel()
-			<-inserted
+			p.shutdown(icancel, inserted)
 			return nil
 		}
 	}
+}
+
+// shutdown hands the last batch to the inserter and waits for it, for at
+// most ShutdownGrace: with ClickHouse down the pipeline still stops, and
+// what it could not store stays uncommitted, to be read again.
+func (p *Pipeline) shutdown(icancel context.CancelFunc, inserted <-chan struct{}) {
+	gctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownGrace)
+	defer cancel()
+	grace := gctx.Done() // stays closed once the grace is over
+	done := make(chan error, 1)
+	for _, it := range p.stuck {
+		select {
+		case p.work <- it:
+		case <-grace:
+		}
+	}
+	it := p.takeBatch(done)
+	select {
+	case p.work <- it:
+		select {
+		case <-done:
+		case <-grace:
+			p.o.Log.Error("shutdown: ClickHouse did not take the last batch in time; its offsets stay uncommitted and will be read again", "grace", p.cfg.ShutdownGrace)
+		}
+	case <-grace:
+		p.o.Log.Error("shutdown: ClickHouse is not taking batches; the pending ones stay uncommitted and will be read again", "grace", p.cfg.ShutdownGrace)
+	}
+	icancel()
+	close(p.work)
+	<-inserted
 }
 
 // drainInput processes what is already queued without blocking.
@@ -425,6 +455,18 @@ func (p *Pipeline) reject(m *consumer.Message, err error) {
 // flush hands the current batch to the inserter; it blocks when
 // MaxPendingBatches are already waiting (back-pressure).
 func (p *Pipeline) flush(barrier chan error) {
+	it := p.takeBatch(barrier)
+	select {
+	case p.work <- it:
+	case <-p.stop:
+		// Stopping while ClickHouse does not take batches: shutdown tries
+		// this one again within its grace.
+		p.stuck = append(p.stuck, it)
+	}
+}
+
+// takeBatch moves what the pipeline holds into a work item.
+func (p *Pipeline) takeBatch(barrier chan error) *item {
 	it := &item{batch: p.batch, revs: p.revs, barrier: barrier}
 	for id, f := range p.findings {
 		it.findings = append(it.findings, f)
@@ -435,7 +477,7 @@ func (p *Pipeline) flush(barrier chan error) {
 	p.triggers = map[string]time.Time{}
 	p.revs = nil
 	p.batchStart = time.Now()
-	p.work <- it
+	return it
 }
 
 func (p *Pipeline) insertLoop(ctx context.Context) {

@@ -221,3 +221,39 @@ func TestReplayGivesBackTheStoredEventsOfThePartitionsInTimeOrder(t *testing.T) 
 		t.Fatalf("replayed %+v, want %+v", g, want)
 	}
 }
+
+func TestALateEventLandsInItsOwnMinute(t *testing.T) {
+	s := openStore(t)
+	base := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	// First the 12:05 minute arrives, then, in a later batch, an event from 12:01.
+	now := sampleEvents("auth", 0, 0, 3, base.Add(5*time.Minute))
+	late := sampleEvents("auth", 0, 3, 1, base.Add(time.Minute))
+	late[0].TS = base.Add(time.Minute + 30*time.Second)
+	for _, evs := range [][]event.Event{now, late} {
+		b := store.NewBatch(len(evs))
+		for i := range evs {
+			b.Add(&evs[i])
+		}
+		if err := s.InsertEvents(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := s.Conn().Query(ctx, "SELECT minute, sum(events) FROM "+s.Database()+".sli_minute GROUP BY minute ORDER BY minute")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	got := map[time.Time]uint64{}
+	for rows.Next() {
+		var m time.Time
+		var n uint64
+		if err := rows.Scan(&m, &n); err != nil {
+			t.Fatal(err)
+		}
+		got[m.UTC()] = n
+	}
+	if got[base.Add(time.Minute)] != 1 || got[base.Add(5*time.Minute)] != 3 || len(got) != 2 {
+		t.Fatalf("per-minute counts %v; want the late event in 12:01 and three in 12:05", got)
+	}
+}
