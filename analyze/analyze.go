@@ -298,19 +298,7 @@ func describe(e *ingest.Error) string {
 		fmt.Fprintf(&b, " record %d", e.Record)
 	}
 	b.WriteString(": ")
-	if e.Field != "" {
-		fmt.Fprintf(&b, "field %q ", e.Field)
-	}
-	b.WriteString(e.Problem)
-	if e.Expected != "" {
-		b.WriteString("; want ")
-		b.WriteString(e.Expected)
-	}
-	if e.Err != nil {
-		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
-	}
-	fmt.Fprintf(&b, " (%s)", e.Reason)
+	b.WriteString(e.Detail())
 	return b.String()
 }
 

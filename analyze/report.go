@@ -128,7 +128,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		if !rv.Propagated {
 			state = "NOT propagated (at least)"
 		}
-		p("  %s %s revoked by %s at %s: %s %.1fs\n", rv.Target, revokedID(rv), rv.Service, rv.RevokedAt.Format("2006-01-02T15:04:05.000Z07:00"), state, rv.PropagationS)
+		p("  %s %s revoked by %s at %s: %s %.1fs\n", rv.Target, rv.TargetID(), rv.Service, rv.RevokedAt.Format("2006-01-02T15:04:05.000Z07:00"), state, rv.PropagationS)
 	}
 
 	p("\nFindings: %d\n", len(r.Findings))
@@ -150,18 +150,6 @@ func boolOrder(a, b bool) int {
 		return -1
 	}
 	return 1
-}
-
-func revokedID(r RevocationReport) string {
-	switch r.Target {
-	case "session":
-		return r.SessionID
-	case "subject":
-		return r.Subject
-	case "family":
-		return r.FamilyID
-	}
-	return r.TokenID
 }
 
 func pct(v *float64) string {

@@ -64,6 +64,15 @@ func (e *Error) Error() string {
 		fmt.Fprintf(&b, " record %d", e.Record)
 	}
 	b.WriteString(": ")
+	b.WriteString(e.Detail())
+	return b.String()
+}
+
+// Detail is the error without its location: the field, what was wrong, what
+// the contract expects, and the reason. Callers that name the input their
+// own way (analyze: a line of a file) put it after their location.
+func (e *Error) Detail() string {
+	var b strings.Builder
 	if e.Field != "" {
 		fmt.Fprintf(&b, "field %q: ", e.Field)
 	}

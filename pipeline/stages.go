@@ -81,7 +81,7 @@ func (s *Stages) revocation(r sli.Revocation) {
 // RevocationRows flattens one revoke's result into a row per service (one
 // row with an empty service when no service saw a covered token).
 func RevocationRows(r sli.Revocation) []store.Revocation {
-	base := store.Revocation{RevokedAt: r.RevokedAt, RevokeService: r.Service, Target: r.Target, TargetID: targetID(r),
+	base := store.Revocation{RevokedAt: r.RevokedAt, RevokeService: r.Service, Target: r.Target, TargetID: r.TargetID(),
 		TokenID: r.TokenID, SessionID: r.SessionID, Subject: r.Subject, FamilyID: r.FamilyID,
 		PropagationS: r.PropagationS, RevokePropagated: r.Propagated, Propagated: r.Propagated}
 	if len(r.ByService) == 0 {
@@ -100,16 +100,4 @@ func RevocationRows(r sli.Revocation) []store.Revocation {
 		out = append(out, row)
 	}
 	return out
-}
-
-func targetID(r sli.Revocation) string {
-	switch r.Target {
-	case "session":
-		return r.SessionID
-	case "subject":
-		return r.Subject
-	case "family":
-		return r.FamilyID
-	}
-	return r.TokenID
 }

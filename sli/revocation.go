@@ -44,6 +44,19 @@ type Revocation struct {
 	ByService map[string]ServiceLag `json:"by_service"`
 }
 
+// TargetID is the id the revoke named: its token, session, subject or family.
+func (r Revocation) TargetID() string {
+	switch r.Target {
+	case "session":
+		return r.SessionID
+	case "subject":
+		return r.Subject
+	case "family":
+		return r.FamilyID
+	}
+	return r.TokenID
+}
+
 // ServiceLag is what one service did with a revoke's tokens.
 type ServiceLag struct {
 	// ResidualAcceptances counts the service's ok validations of covered

@@ -102,10 +102,9 @@ func (v *statusView) draw(elapsed time.Duration, p gen.ProduceProgress, s pipeli
 	_, _ = io.WriteString(v.out, b.String())
 }
 
-func kindCounts(m map[string]int) string {
-	if len(m) == 0 {
-		return "none"
-	}
+// joinCounts prints counts as "a=1 b=2" in name order; none is "" (or
+// "none" for the findings line).
+func joinCounts[V int | int64](m map[string]V) string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -118,21 +117,14 @@ func kindCounts(m map[string]int) string {
 	return strings.Join(parts, " ")
 }
 
-func reasonCounts(m map[string]int64) string {
+func kindCounts(m map[string]int) string {
 	if len(m) == 0 {
-		return ""
+		return "none"
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
-	}
-	return strings.Join(parts, " ")
+	return joinCounts(m)
 }
+
+func reasonCounts(m map[string]int64) string { return joinCounts(m) }
 
 func printSummary(w io.Writer, s demoSummary, res eval.Result) {
 	fmt.Fprintf(w, "\ntokenwatch demo summary (%s%s)\n", s.Duration, map[bool]string{true: ", stopped early", false: ""}[s.Interrupted])
