@@ -14,7 +14,10 @@ go test -run '^$' -bench . -benchmem -benchtime 1x -count 1 ./ingest/ ./ingest/r
 go test -run '^$' -bench . -benchmem ./ingest/ ./ingest/redact/ ./sli/ ./detect/ 2>&1 | grep -E '^(Benchmark|ok|PASS|FAIL)|bytes/session|ns/event'
 
 echo
-echo "==> finding latency in the demo at 50k events/s (append to Kafka → finding stored)"
+echo "==> finding latency in the demo (append to Kafka → finding stored in ClickHouse)"
 go build -o bin/tokenwatch ./cmd/tokenwatch
-bin/tokenwatch demo --rate 50000 --sessions 20000 --duration 30s --inject all=2 \
-  --clickhouse-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 | grep -E 'finding latency|events stored|findings '
+for rate in 5000 50000; do
+  echo "--- demo at ${rate} events/s (40 s, traffic time 45x: every scenario plays out)"
+  bin/tokenwatch demo --rate "$rate" --sessions 5000 --duration 40s --speed 45 \
+    --clickhouse-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 | grep -E 'finding latency|events (produced|stored)|findings  '
+done

@@ -70,11 +70,25 @@ func NewBatch(n int) *Batch {
 }
 
 func (b *Batch) grow(n int) {
-	b.ts = make([]int64, 0, n)
-	b.kind = make([]string, 0, n)
-	b.service = make([]string, 0, n)
-	b.tokenID = make([]string, 0, n)
-	b.sessionID = make([]string, 0, n)
+	// Every column at full size up front: growing 39 slices row by row
+	// showed up as a tenth of the pipeline's CPU.
+	for _, c := range []*[]string{&b.kind, &b.outcome, &b.service, &b.issuer, &b.region, &b.tokenID, &b.sessionID,
+		&b.subject, &b.clientID, &b.tokType, &b.familyID, &b.parent, &b.audience, &b.expAud, &b.kid, &b.prevKid,
+		&b.country, &b.device, &b.binding, &b.target, &b.reason, &b.requestID, &b.traceID, &b.topic} {
+		*c = make([]string, 0, n)
+	}
+	b.ts, b.iat, b.exp = make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n)
+	b.latency = make([]float32, 0, n)
+	b.tokenBytes, b.asn = make([]uint32, 0, n), make([]uint32, 0, n)
+	b.ip = make([][16]byte, 0, n)
+	b.bindingOK = make([]int8, 0, n)
+	b.httpStatus = make([]uint16, 0, n)
+	b.cacheTTL = make([]int32, 0, n)
+	b.extra = make([]map[string]string, 0, n)
+	b.redacted = make([][]string, 0, n)
+	b.partition = make([]uint16, 0, n)
+	b.offset = make([]uint64, 0, n)
+	b.record = make([]uint32, 0, n)
 }
 
 // Len is the number of rows.

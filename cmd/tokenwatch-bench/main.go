@@ -12,13 +12,18 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -39,9 +44,31 @@ import (
 func main() {
 	n := flag.Int("events", 500_000, "events to pre-load into the broker and consume")
 	partitions := flag.Int("partitions", 6, "topic partitions")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	serveBroker := flag.Bool("serve-broker", false, "internal: run only the embedded broker and print its address")
 	flag.Parse()
+	if *serveBroker {
+		// The broker runs in a child process so the CPU this process
+		// measures is the consumer's and the pipeline's alone.
+		brk, err := broker.Start(context.Background(), broker.Options{Partitions: *partitions, Topics: []string{"bench"}})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(strings.Join(brk.Addrs(), ","))
+		_, _ = io.Copy(io.Discard, os.Stdin) // until the parent exits
+		brk.Close()
+		return
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	if err := run(*n, *partitions); err != nil {
 		fmt.Fprintln(os.Stderr, "tokenwatch-bench:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
@@ -74,24 +101,24 @@ func run(n, partitions int) error {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	fmt.Printf("tokenwatch-bench: %d events, %d partitions, GOMAXPROCS=%d\n", n, partitions, runtime.GOMAXPROCS(0))
 
-	brk, err := broker.Start(ctx, broker.Options{Partitions: partitions, Topics: []string{"bench"}})
+	addrs, stop, err := startBrokerProcess(partitions)
 	if err != nil {
 		return err
 	}
-	defer brk.Close()
-	if err := preload(ctx, brk.Addrs(), n); err != nil {
+	defer stop()
+	if err := preload(ctx, addrs, n); err != nil {
 		return err
 	}
 
 	// Baseline: kafka-go's own consume of the same messages, same readers.
-	base, err := consumeOnly(ctx, brk.Addrs(), n)
+	base, err := consumeOnly(ctx, addrs, n)
 	if err != nil {
 		return err
 	}
 
 	// The pipeline with a store that discards: its own CPU per event.
 	c := config.Default()
-	c.Kafka.Brokers, c.Kafka.Topics, c.Kafka.MaxWait = brk.Addrs(), []string{"bench"}, 20*time.Millisecond
+	c.Kafka.Brokers, c.Kafka.Topics, c.Kafka.MaxWait = addrs, []string{"bench"}, 20*time.Millisecond
 	c.ClickHouse.BatchRows = 100_000
 	c.Pipeline.RebuildWindow = 0
 	c.Redaction.Key = "bench"
@@ -124,12 +151,18 @@ func run(n, partitions int) error {
 	if err != nil {
 		return err
 	}
+	if err := st.Conn().Exec(ctx, "OPTIMIZE TABLE bench.events FINAL"); err != nil {
+		fmt.Fprintln(os.Stderr, "optimize:", err)
+	}
+	// Read straight from the engine: the stored size is the engine's own figure.
 	var rows, bytes uint64
-	_ = st.Conn().Exec(ctx, "OPTIMIZE TABLE bench.events FINAL")
-	if err := st.Conn().QueryRow(ctx, "SELECT sum(rows), sum(data_compressed_bytes) FROM system.parts WHERE database = 'bench' AND table = 'events' AND active").Scan(&rows, &bytes); err != nil {
+	out, err := eng.Query("SELECT sum(rows), sum(data_compressed_bytes) FROM system.parts WHERE database = 'bench' AND table = 'events' AND active", "TabSeparated")
+	if err != nil {
 		return err
 	}
-
+	if _, err := fmt.Sscan(string(out), &rows, &bytes); err != nil {
+		return fmt.Errorf("stored size: %q: %w", out, err)
+	}
 	fmt.Printf("\n%-44s %12s %14s %16s\n", "phase", "events/s", "CPU ns/event", "wall")
 	for _, p := range []phase{base, own, e2e} {
 		fmt.Printf("%-44s %12.0f %14.0f %16s\n", p.name, p.rate(), p.cpuPerEvent(), p.wall.Round(time.Millisecond))
@@ -143,10 +176,42 @@ func run(n, partitions int) error {
 	return nil
 }
 
+// startBrokerProcess runs the embedded broker in a child process (this
+// binary with --serve-broker) and returns its address.
+func startBrokerProcess(partitions int) ([]string, func(), error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command(self, "--serve-broker", "--partitions", strconv.Itoa(partitions))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		_ = cmd.Process.Kill()
+		return nil, nil, fmt.Errorf("broker process: %w", err)
+	}
+	stop := func() { stdin.Close(); _ = cmd.Wait() }
+	return strings.Split(strings.TrimSpace(line), ","), stop, nil
+}
+
 // preload generates n events and appends them to the broker, keyed by session.
 func preload(ctx context.Context, brokers []string, n int) error {
 	spec := gen.Default()
-	spec.Rate, spec.Sessions, spec.Duration = 20000, 20000, time.Duration(float64(n)/20000*1.2*float64(time.Second))+time.Minute
+	// Traffic time long enough for every scenario to be placed; the preload
+	// stops at n events.
+	spec.Rate, spec.Sessions, spec.Duration = 20000, 20000, 30*time.Minute
+	spec.Start = time.Now().Add(-spec.Duration) // recent, or the table's TTL drops it at OPTIMIZE
 	spec.Inject, _ = gen.ParseInject("all=2")
 	g, err := gen.New(spec)
 	if err != nil {

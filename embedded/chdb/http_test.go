@@ -198,6 +198,13 @@ func TestPlainHTTPClientsLikeCurlAndGrafana(t *testing.T) {
 			},
 			wantStatus: http.StatusOK, wantBody: "42\n",
 		},
+		{
+			name: "curl -d 'SELECT ...': the SQL itself under a form content type",
+			call: func() httpAnswer {
+				return post(t, addr, nil, "SELECT 40 + 2", map[string]string{"Content-Type": "application/x-www-form-urlencoded"})
+			},
+			wantStatus: http.StatusOK, wantBody: "42\n",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

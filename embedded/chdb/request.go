@@ -1,8 +1,11 @@
 package chdb
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -45,11 +48,21 @@ var settingName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 func parseRequest(r *http.Request) (*request, error) {
 	values := r.URL.Query()
 	if r.Method == http.MethodPost && strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
-		// Grafana and curl -d send the query as a form field.
-		if err := r.ParseForm(); err != nil {
-			return nil, fmt.Errorf("parse form: %w", err)
+		// Some HTTP datasources send the query as a form field; curl -d
+		// sends the SQL itself with this same content type, and ClickHouse
+		// takes that body as the query. So: a form only when it has a query
+		// field, else the body as it came.
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, fmt.Errorf("read body: %w", err)
 		}
-		values = r.Form
+		if form, perr := url.ParseQuery(string(body)); perr == nil && form.Get("query") != "" {
+			for k, v := range form {
+				values[k] = v
+			}
+			body = nil
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
 	req := &request{
 		query:    values.Get("query"),
