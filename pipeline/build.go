@@ -135,7 +135,7 @@ func BuildStages(c config.Config, reg prometheus.Registerer) (*Stages, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr, err := sli.NewTracker(sli.TrackerConfig{Horizon: c.Pipeline.RevocationHorizon, Lateness: c.Pipeline.Lateness})
+	tr, err := sli.NewTracker(sli.TrackerConfig{Horizon: c.Pipeline.RevocationHorizon, Lateness: c.Pipeline.Lateness, BreachAfter: propagationSLO})
 	if err != nil {
 		return nil, err
 	}
@@ -146,5 +146,6 @@ func BuildStages(c config.Config, reg prometheus.Registerer) (*Stages, error) {
 	}
 	st.Detect = det
 	tr.OnResult(st.revocation)
+	tr.OnBreach(st.breach)
 	return st, nil
 }

@@ -78,6 +78,16 @@ func (s *Stages) revocation(r sli.Revocation) {
 	}
 }
 
+// breach hands the detectors a revoke some service accepted past the SLO,
+// before its horizon: the slow-revocation finding opens now, and the final
+// result updates it later.
+func (s *Stages) breach(r sli.Revocation) {
+	if s.replaying {
+		return
+	}
+	s.Detect.ObserveRevocation(detect.FromSLI(r))
+}
+
 // RevocationRows flattens one revoke's result into a row per service (one
 // row with an empty service when no service saw a covered token).
 func RevocationRows(r sli.Revocation) []store.Revocation {

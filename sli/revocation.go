@@ -96,6 +96,12 @@ type TrackerConfig struct {
 	MaxTokens int
 	// MaxPending caps revokes waiting for their horizon. Default 100,000.
 	MaxPending int
+	// BreachAfter, when set (the revocation SLO), reports a revoke through
+	// OnBreach as soon as some service accepts a covered token this long
+	// after it, without waiting for the horizon: the slow-revocation
+	// detector can open its finding minutes earlier. The final result
+	// follows through OnResult as usual.
+	BreachAfter time.Duration
 	// MaxBuffered caps the reorder buffer. Default 1,000,000. Past it the
 	// oldest events are processed early (TrackerStats.ReorderOverflows).
 	MaxBuffered int
@@ -189,6 +195,8 @@ type Tracker struct {
 	byTarget  map[targetKey][]*pendingRevoke
 	stats     TrackerStats
 	ready     []Revocation // finalized, waiting for callbacks
+	breachCBs []func(Revocation)
+	breaches  []Revocation // partial results of revokes breached before their horizon
 }
 
 type tokenInfo struct {
@@ -208,6 +216,7 @@ type pendingRevoke struct {
 	ts       int64
 	keys     targetKey
 	services map[string]*serviceWatch
+	breached bool // already reported through OnBreach
 }
 
 // serviceWatch is one service's behaviour after one revoke.
@@ -298,8 +307,9 @@ func (t *Tracker) Observe(e *event.Event) {
 		t.stats.ReorderOverflows++
 		t.process(heap.Pop(&t.buf).(*record))
 	}
-	ready := t.takeReady()
+	ready, breaches := t.takeReady(), t.takeBreaches()
 	t.mu.Unlock()
+	t.emitBreaches(breaches)
 	t.emit(ready)
 }
 
@@ -318,9 +328,37 @@ func (t *Tracker) Flush() {
 		p := t.pending[0]
 		t.finalize(p, p.ts+int64(t.cfg.Horizon) >= t.done)
 	}
-	ready := t.takeReady()
+	ready, breaches := t.takeReady(), t.takeBreaches()
 	t.mu.Unlock()
+	t.emitBreaches(breaches)
 	t.emit(ready)
+}
+
+// OnBreach registers fn for early reports (see TrackerConfig.BreachAfter).
+func (t *Tracker) OnBreach(fn func(Revocation)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.breachCBs = append(t.breachCBs, fn)
+}
+
+func (t *Tracker) takeBreaches() []Revocation {
+	b := t.breaches
+	t.breaches = nil
+	return b
+}
+
+func (t *Tracker) emitBreaches(results []Revocation) {
+	if len(results) == 0 {
+		return
+	}
+	t.mu.Lock()
+	cbs := t.breachCBs
+	t.mu.Unlock()
+	for _, r := range results {
+		for _, fn := range cbs {
+			fn(r)
+		}
+	}
 }
 
 func (t *Tracker) takeReady() []Revocation {
@@ -538,6 +576,10 @@ func (t *Tracker) watch(k targetKey, r *record, issued int64) {
 			w.residual++
 			w.lastAccept = r.ts
 			w.rejectionAfter = 0
+			if t.cfg.BreachAfter > 0 && !p.breached && r.ts-p.ts > int64(t.cfg.BreachAfter) {
+				p.breached = true
+				t.breaches = append(t.breaches, t.result(p, true))
+			}
 		case event.Revoked:
 			if w.firstRejection == 0 {
 				w.firstRejection = r.ts
@@ -566,6 +608,12 @@ func (t *Tracker) finalize(p *pendingRevoke, truncated bool) {
 		t.byTarget[p.keys] = list
 	}
 
+	t.ready = append(t.ready, t.result(p, truncated))
+}
+
+// result is p's outcome so far; truncated marks it as emitted before its
+// horizon passed.
+func (t *Tracker) result(p *pendingRevoke, truncated bool) Revocation {
 	rev := p.rev
 	rev.Truncated = truncated
 	rev.Propagated = true
@@ -589,7 +637,7 @@ func (t *Tracker) finalize(p *pendingRevoke, truncated bool) {
 		rev.PropagationS = max(rev.PropagationS, lag.LagS)
 		rev.ByService[svc] = lag
 	}
-	t.ready = append(t.ready, rev)
+	return rev
 }
 
 func toRecord(e *event.Event) (*record, bool) {

@@ -345,3 +345,56 @@ func TestTrackerMemoryIsBounded(t *testing.T) {
 		}
 	})
 }
+
+func TestAServiceStillAcceptingPastTheSLOIsReportedBeforeTheHorizon(t *testing.T) {
+	tr, err := NewTracker(TrackerConfig{Horizon: 10 * time.Minute, Lateness: 5 * time.Second, BreachAfter: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var early, final []Revocation
+	tr.OnBreach(func(r Revocation) { early = append(early, r) })
+	tr.OnResult(func(r Revocation) { final = append(final, r) })
+	events := []event.Event{
+		issue(-60, "t1", "s1", "u1", ""),
+		revoke(0, "session", func(e *event.Event) { e.SessionID = "s1" }),
+		validate(20, "api", event.OK, "t1"), // inside the SLO: cache behaviour, no early report
+		validate(45, "api", event.OK, "t1"),
+		validate(61, "billing", event.OK, "t1"), // past the SLO
+		validate(75, "billing", event.OK, "t1"), // the same revoke again: reported once
+		validate(90, "api", event.OK, "t9"),     // moves the watermark past 75
+	}
+	for i := range events {
+		tr.Observe(&events[i])
+	}
+	if len(early) != 1 || len(final) != 0 {
+		t.Fatalf("got %d early and %d final reports, want one early report and none final before the horizon", len(early), len(final))
+	}
+	r := early[0]
+	if !r.Truncated || r.Propagated || *r.ByService["billing"].LastAcceptanceS < 60 {
+		t.Errorf("early report %+v: want truncated, not propagated, billing's last acceptance past 60 s", r)
+	}
+	tr.Flush()
+	if len(final) != 1 || len(early) != 1 {
+		t.Fatalf("after flush: %d final, %d early; want the final result once", len(final), len(early))
+	}
+}
+
+func TestAcceptancesInsideTheSLOAreNeverReportedEarly(t *testing.T) {
+	tr, _ := NewTracker(TrackerConfig{Horizon: 10 * time.Minute, Lateness: 5 * time.Second, BreachAfter: time.Minute})
+	var early []Revocation
+	tr.OnBreach(func(r Revocation) { early = append(early, r) })
+	events := []event.Event{
+		issue(-60, "t1", "s1", "u1", ""),
+		revoke(0, "token", token("t1")),
+		validate(10, "api", event.OK, "t1"),
+		validate(30, "api", event.Revoked, "t1"),
+		validate(200, "api", event.Revoked, "t1"),
+	}
+	for i := range events {
+		tr.Observe(&events[i])
+	}
+	tr.Flush()
+	if len(early) != 0 {
+		t.Fatalf("a revoke whose residual acceptances all came inside the SLO was reported early: %+v", early)
+	}
+}

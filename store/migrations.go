@@ -153,4 +153,28 @@ CREATE TABLE IF NOT EXISTS {db}.findings (
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (kind, id)`}},
+	{5, "per-minute views of M4, M8 and M10", []string{`
+CREATE VIEW IF NOT EXISTS {db}.revocations_minute AS
+SELECT
+    toStartOfMinute(revoked_at) AS minute,
+    revoke_service AS service,
+    count() AS revokes,
+    countIf(revoke_propagated) AS propagated,
+    countIf(NOT revoke_propagated) AS not_propagated,
+    quantileIf(0.95)(propagation_s, revoke_propagated) AS propagation_p95_s,
+    max(propagation_s) AS propagation_max_s
+FROM (
+    SELECT revoked_at, revoke_service, target, target_id,
+           any(revoke_propagated) AS revoke_propagated, any(propagation_s) AS propagation_s
+    FROM {db}.revocations FINAL
+    GROUP BY revoked_at, revoke_service, target, target_id
+)
+GROUP BY minute, service`, `
+CREATE VIEW IF NOT EXISTS {db}.findings_minute AS
+SELECT
+    toStartOfMinute(first_seen) AS minute,
+    service, issuer, region, kind,
+    count() AS findings
+FROM {db}.findings FINAL
+GROUP BY minute, service, issuer, region, kind`}},
 }

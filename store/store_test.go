@@ -257,3 +257,39 @@ func TestALateEventLandsInItsOwnMinute(t *testing.T) {
 		t.Fatalf("per-minute counts %v; want the late event in 12:01 and three in 12:05", got)
 	}
 }
+
+func TestPerMinuteViewsOfRevocationsAndFindings(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	at := time.Date(2026, 11, 29, 12, 3, 20, 0, time.UTC)
+	rows := []store.Revocation{
+		{RevokedAt: at, RevokeService: "idp", Target: "session", TargetID: "s1", SessionID: "s1", Service: "api", ResidualAcceptances: 2, LagS: 4, Propagated: true, PropagationS: 9, RevokePropagated: true},
+		{RevokedAt: at, RevokeService: "idp", Target: "session", TargetID: "s1", SessionID: "s1", Service: "orders", LagS: 9, Propagated: true, PropagationS: 9, RevokePropagated: true},
+		{RevokedAt: at.Add(10 * time.Second), RevokeService: "idp", Target: "token", TargetID: "t9", TokenID: "t9", Service: "api", ResidualAcceptances: 5, LagS: 300, PropagationS: 300},
+	}
+	if err := s.InsertRevocations(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	var revokes, propagated, notPropagated uint64
+	if err := s.Conn().QueryRow(ctx, "SELECT revokes, propagated, not_propagated FROM "+s.Database()+".revocations_minute WHERE service = 'idp'").
+		Scan(&revokes, &propagated, &notPropagated); err != nil {
+		t.Fatal(err)
+	}
+	if revokes != 2 || propagated != 1 || notPropagated != 1 {
+		t.Fatalf("revocations_minute: %d revokes, %d propagated, %d not; want 2 revokes (one row per service each), 1 and 1", revokes, propagated, notPropagated)
+	}
+	f := finding.Finding{ID: "r1", Kind: finding.RefreshAnomaly, Severity: finding.Ticket, Status: finding.Open, Key: "fam", Service: "idp",
+		FirstSeen: at, LastSeen: at, DetectedAt: at, Count: 1}
+	g := f
+	g.ID, g.Kind = "p1", finding.Replay
+	if err := s.InsertFindings(ctx, []finding.Finding{f, f, g}); err != nil { // f twice: an update
+		t.Fatal(err)
+	}
+	var n uint64
+	if err := s.Conn().QueryRow(ctx, "SELECT sum(findings) FROM "+s.Database()+".findings_minute WHERE kind = 'refresh_anomaly' AND minute = toDateTime('2026-11-29 12:03:00', 'UTC')").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("findings_minute counts %d refresh anomalies, want 1 (an update is not a new finding)", n)
+	}
+}
