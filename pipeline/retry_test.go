@@ -147,8 +147,17 @@ func TestASlowClickHouseStopsTheConsumerInsteadOfGrowingMemory(t *testing.T) {
 			accepted.Add(1)
 		}
 	}()
-	time.Sleep(500 * time.Millisecond)
-	n := accepted.Load()
+	// Wait until deliveries stop (on a loaded machine the pipeline takes a
+	// while to fill up), then check that they stopped early and stay stopped.
+	n, deadline := accepted.Load(), time.Now().Add(10*time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(300 * time.Millisecond)
+		again := accepted.Load()
+		if again == n {
+			break
+		}
+		n = again
+	}
 	time.Sleep(300 * time.Millisecond)
 	if again := accepted.Load(); again != n || n > 40 {
 		t.Fatalf("the consumer kept delivering (%d then %d chunks of 10) while nothing could be stored", n, again)
