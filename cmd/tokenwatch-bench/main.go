@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -47,6 +48,9 @@ func main() {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	serveBroker := flag.Bool("serve-broker", false, "internal: run only the embedded broker and print its address")
 	flag.Parse()
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400) // as tokenwatch itself runs (cmd/tokenwatch)
+	}
 	if *serveBroker {
 		// The broker runs in a child process so the CPU this process
 		// measures is the consumer's and the pipeline's alone.
