@@ -307,10 +307,10 @@ func (t *Tracker) Observe(e *event.Event) {
 		t.stats.ReorderOverflows++
 		t.process(heap.Pop(&t.buf).(*record))
 	}
-	ready, breaches := t.takeReady(), t.takeBreaches()
+	breaches, ready := t.take(&t.breaches, t.breachCBs), t.take(&t.ready, t.callbacks)
 	t.mu.Unlock()
-	t.emitBreaches(breaches)
-	t.emit(ready)
+	breaches()
+	ready()
 }
 
 // Flush processes every buffered event and emits every pending revoke
@@ -328,10 +328,10 @@ func (t *Tracker) Flush() {
 		p := t.pending[0]
 		t.finalize(p, p.ts+int64(t.cfg.Horizon) >= t.done)
 	}
-	ready, breaches := t.takeReady(), t.takeBreaches()
+	breaches, ready := t.take(&t.breaches, t.breachCBs), t.take(&t.ready, t.callbacks)
 	t.mu.Unlock()
-	t.emitBreaches(breaches)
-	t.emit(ready)
+	breaches()
+	ready()
 }
 
 // OnBreach registers fn for early reports (see TrackerConfig.BreachAfter).
@@ -341,42 +341,17 @@ func (t *Tracker) OnBreach(fn func(Revocation)) {
 	t.breachCBs = append(t.breachCBs, fn)
 }
 
-func (t *Tracker) takeBreaches() []Revocation {
-	b := t.breaches
-	t.breaches = nil
-	return b
-}
-
-func (t *Tracker) emitBreaches(results []Revocation) {
-	if len(results) == 0 {
-		return
-	}
-	t.mu.Lock()
-	cbs := t.breachCBs
-	t.mu.Unlock()
-	for _, r := range results {
-		for _, fn := range cbs {
-			fn(r)
-		}
-	}
-}
-
-func (t *Tracker) takeReady() []Revocation {
-	r := t.ready
-	t.ready = nil
-	return r
-}
-
-func (t *Tracker) emit(results []Revocation) {
-	if len(results) == 0 {
-		return
-	}
-	t.mu.Lock()
-	cbs := t.callbacks
-	t.mu.Unlock()
-	for _, r := range results {
-		for _, fn := range cbs {
-			fn(r)
+// take returns what q holds (finished results or early reports) and the
+// callbacks to hand them to, emptying q; the caller calls them after
+// unlocking, so a callback may use the tracker.
+func (t *Tracker) take(q *[]Revocation, cbs []func(Revocation)) func() {
+	results := *q
+	*q = nil
+	return func() {
+		for _, r := range results {
+			for _, fn := range cbs {
+				fn(r)
+			}
 		}
 	}
 }
