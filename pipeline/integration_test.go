@@ -273,3 +273,41 @@ func TestARestartedPipelineResumesWithoutLossOrDuplicates(t *testing.T) {
 		}
 	}
 }
+
+func TestANewGroupStartingAtLatestSkipsTheHistory(t *testing.T) {
+	h := newHarness(t, 2)
+	history := makeEvents(100)
+	produce(t, h, history, nil)
+	h.kcfg.StartOffset = "latest"
+
+	// Keep producing fresh events until the run has stored some of them.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+			}
+			fresh := makeEvents(10)
+			for j := range fresh {
+				fresh[j].RequestID = fmt.Sprintf("fresh-%d-%d", i, j)
+			}
+			produce(t, h, fresh, nil)
+		}
+	}()
+	stats := h.run(t, func(s pipeline.Stats) bool { return s.Stored >= 20 })
+	close(stop)
+	<-done
+	got := storedRequestIDs(t, h.store)
+	for _, e := range history {
+		if got[e.RequestID] > 0 {
+			t.Fatalf("a group starting at latest stored %s from before it joined", e.RequestID)
+		}
+	}
+	if stats.Stored < 20 {
+		t.Fatalf("stored %d fresh events", stats.Stored)
+	}
+}
