@@ -2,15 +2,12 @@ package config
 
 import (
 	"fmt"
-	"io"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 )
-
-var io_EOF = io.EOF
 
 // EnvPrefix starts every environment override: kafka.brokers is
 // TOKENWATCH_KAFKA_BROKERS, clickhouse.batch_rows is TOKENWATCH_CLICKHOUSE_BATCH_ROWS.
