@@ -96,7 +96,7 @@ func DefaultConfig() Config {
 		MaxKids:               10_000,
 
 		ClockSkewMaxOffset:     10 * time.Minute,
-		ClockSkewMinOffset:     15 * time.Second, // below this, request gaps and validator leeway hide it
+		ClockSkewMinOffset:     60 * time.Second, // validators allow about a minute of leeway, so a skew that rejects tokens is larger; smaller estimates are gaps between a client's requests around its token's expiry
 		ClockSkewWindow:        10 * time.Minute,
 		ClockSkewMinSamples:    10,
 		ClockSkewConcentration: 5,

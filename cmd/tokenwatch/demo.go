@@ -55,7 +55,7 @@ reachable at --clickhouse-listen while it runs (try curl), and /metrics at
 	badMessages := fs.Int("bad-messages", 0, "also send this many malformed messages (to see rejections)")
 	leaks := fs.Int("leaks", 0, "also send this many events that carry a raw JWT (to see the redaction guard)")
 	dataDir := fs.String("data", "", "keep the engine's data here (default: a temporary directory)")
-	speed := fs.Float64("speed", 10, "traffic time runs this many times faster than the wall clock (event timestamps end at now); --rate stays events per wall-clock second")
+	speed := fs.Float64("speed", 0, "traffic time runs this many times faster than the wall clock (event timestamps end at now); --rate stays events per wall-clock second; 0: enough for 25 minutes of traffic, at least 10x")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -89,8 +89,12 @@ reachable at --clickhouse-listen while it runs (try curl), and /metrics at
 	}
 	defer brk.Close()
 
+	if *speed == 0 {
+		// The longest scenarios need about 22 minutes of traffic to play out.
+		*speed = max(10, float64(25*time.Minute)/float64(max(g.duration, time.Second)))
+	}
 	if *speed < 1 {
-		return usagef("--speed: want 1 or more, got %v", *speed)
+		return usagef("--speed: want 1 or more (or 0 for automatic), got %v", *speed)
 	}
 	// Traffic time runs --speed times faster than the wall clock and ends
 	// now, so a few minutes hold every scenario (most need 5-17 minutes of
