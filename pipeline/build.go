@@ -127,10 +127,7 @@ func BuildStages(c config.Config, reg prometheus.Registerer) (*Stages, error) {
 	// The exporter exports raw outcomes (the rules apply the spec's classes);
 	// it needs the propagation threshold to tell a slow revoke from an
 	// unconfirmed one, as the detector does.
-	propagationSLO := c.Detect.RevocationSLO
-	if o := spec.Find(slo.SLIRevocationPropagation); o != nil {
-		propagationSLO = time.Duration(o.ThresholdSeconds * float64(time.Second))
-	}
+	propagationSLO := spec.RevocationThreshold(c.Detect.RevocationSLO)
 	exp, err := sli.NewExporter(reg, sli.ExporterConfig{MaxLabelValues: c.Pipeline.LabelCap, PropagationSLO: propagationSLO})
 	if err != nil {
 		return nil, err
@@ -140,7 +137,9 @@ func BuildStages(c config.Config, reg prometheus.Registerer) (*Stages, error) {
 		return nil, err
 	}
 	st := &Stages{Exporter: exp, Tracker: tr}
-	det, err := detect.New(c.Detect, st, reg)
+	dc := c.Detect
+	dc.RevocationSLO = propagationSLO
+	det, err := detect.New(dc, st, reg)
 	if err != nil {
 		return nil, err
 	}

@@ -227,6 +227,16 @@ func (o *SLO) IsBad(out event.Outcome) bool {
 // ErrorBudget is the fraction of events allowed to be bad (1 - target).
 func (o *SLO) ErrorBudget() float64 { return 1 - o.Target }
 
+// RevocationThreshold is the revocation-propagation objective's threshold,
+// or def when the spec has none: the exporter, the tracker's early breach
+// report and the slow-revocation detector all judge a revoke by it.
+func (s *Spec) RevocationThreshold(def time.Duration) time.Duration {
+	if o := s.Find(SLIRevocationPropagation); o != nil {
+		return time.Duration(o.ThresholdSeconds * float64(time.Second))
+	}
+	return def
+}
+
 // Find returns the first SLO on the given SLI, or nil.
 func (s *Spec) Find(sli string) *SLO {
 	for i := range s.SLOs {

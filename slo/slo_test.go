@@ -77,3 +77,16 @@ func TestDurationsReadAndWriteInPrometheusForm(t *testing.T) {
 		t.Errorf("FormatDuration: %s %s", FormatDuration(30*24*time.Hour), FormatDuration(90*time.Minute))
 	}
 }
+
+func TestTheRevocationThresholdComesFromTheSpecWhenItHasOne(t *testing.T) {
+	if got := Default().RevocationThreshold(time.Hour); got != time.Minute {
+		t.Errorf("default spec: %v, want its 60 s", got)
+	}
+	s, err := Parse([]byte("slos:\n  - {name: a, sli: refresh_success, target: 0.9, window: 30d, bad: [error]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.RevocationThreshold(90 * time.Second); got != 90*time.Second {
+		t.Errorf("a spec without a propagation SLO: %v, want the fallback", got)
+	}
+}

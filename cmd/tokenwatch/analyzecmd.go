@@ -60,7 +60,9 @@ settings, the redaction key and the SLO spec.`, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	det, err := newReportDetector(c.Detect)
+	dc := c.Detect
+	dc.RevocationSLO = spec.RevocationThreshold(dc.RevocationSLO) // as the pipeline judges it
+	det, err := newReportDetector(dc)
 	if err != nil {
 		return err
 	}
