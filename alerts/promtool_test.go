@@ -456,8 +456,8 @@ func TestSecurityAndPipelineAlertsFireOnTheirMetric(t *testing.T) {
 		ruleScenario{
 			name: "five per cent of events rejected opens a ticket",
 			series: []inputSeries{
-				{Series: `tokenwatch_events_consumed_total{` + inst + `,topic="auth-events"}`, Values: steady(1000, 40)},
-				{Series: `tokenwatch_events_rejected_total{` + inst + `,reason="bad_json"}`, Values: steady(50, 40)},
+				{Series: `tokenwatch_events_decoded_total{` + inst + `,topic="auth-events"}`, Values: steady(1000, 40)},
+				{Series: `tokenwatch_events_rejected_total{` + inst + `,topic="auth-events",reason="bad_json"}`, Values: steady(50, 40)},
 			},
 			expect: []expectation{{at: "30m", alert: "TokenwatchEventsRejected", firing: []map[string]string{
 				merge(instLabels, map[string]string{"severity": "ticket", "team": "platform"}),
@@ -466,8 +466,8 @@ func TestSecurityAndPipelineAlertsFireOnTheirMetric(t *testing.T) {
 		ruleScenario{
 			name: "a handful of rejected events is not a ticket",
 			series: []inputSeries{
-				{Series: `tokenwatch_events_consumed_total{` + inst + `,topic="auth-events"}`, Values: steady(1000, 40)},
-				{Series: `tokenwatch_events_rejected_total{` + inst + `,reason="bad_json"}`, Values: steady(2, 40)},
+				{Series: `tokenwatch_events_decoded_total{` + inst + `,topic="auth-events"}`, Values: steady(1000, 40)},
+				{Series: `tokenwatch_events_rejected_total{` + inst + `,topic="auth-events",reason="bad_json"}`, Values: steady(2, 40)},
 			},
 			expect: []expectation{{at: "30m", alert: "TokenwatchEventsRejected"}},
 		},

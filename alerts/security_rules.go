@@ -127,8 +127,8 @@ func pipelineRuleFile(opts Options) RuleFile {
 		},
 		{
 			Alert: "TokenwatchEventsRejected",
-			Expr: fmt.Sprintf("sum without (reason) (rate(tokenwatch_events_rejected_total[10m]))\n/\n"+
-				"sum without (topic) (rate(tokenwatch_events_consumed_total[10m]))\n> %s", num(rejectedRatio)),
+			Expr: fmt.Sprintf("sum without (topic, reason) (rate(tokenwatch_events_rejected_total[10m]))\n/\n"+
+				"sum without (topic) (rate(tokenwatch_events_decoded_total[10m]))\n> %s", num(rejectedRatio)),
 			For:    "10m",
 			Labels: platform(SeverityTicket),
 			Annotations: map[string]string{

@@ -113,6 +113,13 @@ type Pipeline struct {
 	// into the detectors when this member takes over partitions, after a
 	// restart or a rebalance; 0 turns the rebuild off.
 	RebuildWindow time.Duration `yaml:"rebuild_window"`
+	// PartitionIdleTimeout: a partition that delivered nothing for this
+	// long (wall clock) stops holding back the event-time watermark of the
+	// merged partitions.
+	PartitionIdleTimeout time.Duration `yaml:"partition_idle_timeout"`
+	// MergeBuffer bounds the events held to merge the partitions in event
+	// time; a partition running ahead is paused when it is half full.
+	MergeBuffer int `yaml:"merge_buffer"`
 }
 
 // Alertmanager is where findings are pushed (empty URLs: off).
@@ -161,10 +168,12 @@ func Default() Config {
 			Compression:       "lz4",
 		},
 		Pipeline: Pipeline{
-			Lateness:          30 * time.Second,
-			RevocationHorizon: 10 * time.Minute,
-			LabelCap:          200,
-			RebuildWindow:     30 * time.Minute,
+			Lateness:             30 * time.Second,
+			RevocationHorizon:    10 * time.Minute,
+			LabelCap:             200,
+			RebuildWindow:        30 * time.Minute,
+			PartitionIdleTimeout: 5 * time.Second,
+			MergeBuffer:          200_000,
 		},
 		Detect: detect.DefaultConfig(),
 		Alertmanager: Alertmanager{

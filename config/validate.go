@@ -94,6 +94,12 @@ func (c *Config) Validate() error {
 	if p.RebuildWindow < 0 {
 		return fmt.Errorf("pipeline.rebuild_window: want 0 (off) or a positive duration")
 	}
+	if p.PartitionIdleTimeout <= 0 {
+		return fmt.Errorf("pipeline.partition_idle_timeout: want a positive duration (default 5s)")
+	}
+	if p.MergeBuffer < 2 {
+		return fmt.Errorf("pipeline.merge_buffer: want at least 2 events (default 200000)")
+	}
 	if p.LabelCap < 1 {
 		return fmt.Errorf("pipeline.label_cap: want at least 1")
 	}

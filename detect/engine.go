@@ -29,7 +29,8 @@ type Engine struct {
 	svcLatest []int64 // per interned service: its latest ts
 	nextTick  int64
 	started   bool
-	observed  bool // events arrived since the last Advance
+	observed  bool  // events arrived since the last Advance
+	late      int64 // events behind the clock by more than AllowedLateness
 
 	services *interner
 	book     *book
@@ -104,6 +105,11 @@ func (en *Engine) Observe(e *event.Event) {
 	en.mu.Lock()
 	defer en.mu.Unlock()
 	en.observed = true
+	if en.started && ms < en.clock-en.cfg.AllowedLateness.Milliseconds() {
+		// Still judged (state outlives its expiry by the lateness, so
+		// little is lost), but counted: windows already closed missed it.
+		en.late++
+	}
 	en.advance(ms, int(en.services.id(e.Service)))
 	switch e.Kind {
 	case event.KindValidate, event.KindIntrospect:
@@ -121,6 +127,14 @@ func (en *Engine) Observe(e *event.Event) {
 	case event.KindKeyRotate:
 		en.rotation.observeRotate(e, ms)
 	}
+}
+
+// LateEvents counts the events that arrived behind the engine's clock by
+// more than Config.AllowedLateness.
+func (en *Engine) LateEvents() int64 {
+	en.mu.Lock()
+	defer en.mu.Unlock()
+	return en.late
 }
 
 // ObserveRevocation takes one revoke's propagation result (M4, from sli).

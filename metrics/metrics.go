@@ -12,6 +12,13 @@ import (
 // caller, ClickHouse operation names.
 type Pipeline struct {
 	Consumed           *prometheus.CounterVec
+	Decoded            *prometheus.CounterVec
+	Accepted           *prometheus.CounterVec
+	Late               *prometheus.CounterVec
+	Watermark          prometheus.Gauge
+	MergeBuffered      prometheus.Gauge
+	MergeForced        prometheus.Counter
+	MergeIdle          prometheus.Gauge
 	Stored             prometheus.Counter
 	Rejected           *prometheus.CounterVec
 	RedactionViolation *prometheus.CounterVec
@@ -29,14 +36,36 @@ type Pipeline struct {
 func New(reg prometheus.Registerer) *Pipeline {
 	p := &Pipeline{
 		Consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tokenwatch_events_consumed_total", Help: "Kafka messages read, by topic.",
+			Name: "tokenwatch_events_consumed_total", Help: "Kafka messages read, by topic (a message may carry many events: see tokenwatch_events_decoded_total).",
 		}, []string{"topic"}),
+		Decoded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenwatch_events_decoded_total", Help: "Events (records) the messages carried, accepted or rejected, by topic.",
+		}, []string{"topic"}),
+		Accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenwatch_events_accepted_total", Help: "Events decoded and accepted, by topic.",
+		}, []string{"topic"}),
+		Late: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenwatch_late_events_total",
+			Help: "Events that arrived behind the event time a stateful stage had reached, by stage: merge (more than the lateness behind the merged partitions' watermark, passed on), revocation (ignored by the propagation tracker), detect (behind the detectors' clock by more than detect.allowed_lateness). They are still stored and counted in the per-minute SLIs.",
+		}, []string{"stage"}),
+		Watermark: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokenwatch_event_time_watermark_seconds", Help: "Event time (unix seconds) the merged partitions have reached: the minimum over the partitions being read of the newest ts each delivered.",
+		}),
+		MergeBuffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokenwatch_event_time_buffered_events", Help: "Events held to be released in event-time order (pipeline.merge_buffer bounds it).",
+		}),
+		MergeForced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenwatch_event_time_forced_total", Help: "Events released before the watermark reached them because the merge buffer was full; partitions behind then arrive late.",
+		}),
+		MergeIdle: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokenwatch_event_time_idle_partitions", Help: "Partitions excluded from the watermark because they delivered nothing for pipeline.partition_idle_timeout.",
+		}),
 		Stored: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenwatch_events_stored_total", Help: "Events acknowledged by ClickHouse.",
 		}),
 		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tokenwatch_events_rejected_total", Help: "Messages or records that failed to decode, by reason.",
-		}, []string{"reason"}),
+			Name: "tokenwatch_events_rejected_total", Help: "Messages or records that failed to decode, by topic and reason.",
+		}, []string{"topic", "reason"}),
 		RedactionViolation: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenwatch_redaction_violations_total", Help: "Events that carried a raw credential (replaced by a keyed hash), by emitter.",
 		}, []string{"emitter"}),
@@ -68,7 +97,7 @@ func New(reg prometheus.Registerer) *Pipeline {
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30},
 		}),
 	}
-	reg.MustRegister(p.Consumed, p.Stored, p.Rejected, p.RedactionViolation, p.BatchRows, p.FlushSeconds,
+	reg.MustRegister(p.Consumed, p.Decoded, p.Accepted, p.Late, p.Watermark, p.MergeBuffered, p.MergeForced, p.MergeIdle, p.Stored, p.Rejected, p.RedactionViolation, p.BatchRows, p.FlushSeconds,
 		p.Lag, p.CHErrors, p.CHRetries, p.DeadLettered, p.Committed, p.FindingLatency)
 	return p
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/tokenwatch/tokenwatch/alerts/alertmanager"
 	"github.com/tokenwatch/tokenwatch/config"
 	"github.com/tokenwatch/tokenwatch/detect"
+	"github.com/tokenwatch/tokenwatch/eventtime"
 	"github.com/tokenwatch/tokenwatch/ingest"
 	"github.com/tokenwatch/tokenwatch/ingest/consumer"
 	"github.com/tokenwatch/tokenwatch/ingest/redact"
@@ -86,6 +87,8 @@ func Build(c config.Config, st StoreReplayer, reg prometheus.Registerer, log *sl
 		BatchRows: c.ClickHouse.BatchRows, BatchInterval: c.ClickHouse.BatchInterval,
 		MaxPendingBatches: c.ClickHouse.MaxPendingBatches, RetryInitial: c.ClickHouse.RetryInitial,
 		RetryMax: c.ClickHouse.RetryMax, LabelCap: c.Pipeline.LabelCap, RebuildWindow: c.Pipeline.RebuildWindow,
+		EventTime: eventtime.Config{IdleTimeout: c.Pipeline.PartitionIdleTimeout, MaxBuffered: c.Pipeline.MergeBuffer,
+			Lateness: c.Pipeline.Lateness},
 	}, opts)
 	if err != nil {
 		return nil, err

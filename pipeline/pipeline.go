@@ -1,6 +1,7 @@
 // Package pipeline joins the stages: Kafka messages in, decoded and redacted
-// events through the SLIs and detectors, batches into ClickHouse, and only
-// then offsets back to Kafka. One goroutine processes (so the stateful stages
+// events merged across partitions by event time (package eventtime) through
+// the SLIs and detectors, batches into ClickHouse, and only then offsets back
+// to Kafka. One goroutine processes (so the stateful stages
 // need no locks), one inserts; a bounded queue between them is the
 // back-pressure that stops the consumer when ClickHouse is slow or down.
 package pipeline
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tokenwatch/tokenwatch/event"
+	"github.com/tokenwatch/tokenwatch/eventtime"
 	"github.com/tokenwatch/tokenwatch/finding"
 	"github.com/tokenwatch/tokenwatch/ingest"
 	"github.com/tokenwatch/tokenwatch/ingest/consumer"
@@ -33,13 +35,22 @@ type Guard interface {
 	Apply(e *event.Event) []string
 }
 
-// Observer sees every accepted event in consumption order (the SLIs, the
-// detectors). Tick advances their event-time clock. Replay feeds a stored
-// event only to rebuild state: nothing it produces is counted or sent again.
+// Observer sees every accepted event in event-time order, merged across the
+// partitions being read (the SLIs, the detectors). Tick advances their
+// event-time clock to the watermark. Replay feeds a stored event only to
+// rebuild state: nothing it produces is counted or sent again. Flush ends
+// the input (shutdown): what is pending is reported with what is known.
 type Observer interface {
 	Observe(e *event.Event)
 	Replay(e *event.Event)
 	Tick(now time.Time)
+	Flush()
+}
+
+// LateCounter is an observer that counts the events it could no longer take
+// into account, by stage (they are still stored and counted per minute).
+type LateCounter interface {
+	LateEvents() map[string]int64
 }
 
 // Replayer reads stored events back, to rebuild state for partitions this
@@ -85,6 +96,8 @@ type Config struct {
 	// ShutdownGrace bounds how long a stop waits for ClickHouse to take the
 	// last batch (default 2m).
 	ShutdownGrace time.Duration
+	// EventTime tunes the merge of the partitions by event time.
+	EventTime eventtime.Config
 }
 
 // Options are the pipeline's collaborators; nil ones are off.
@@ -124,6 +137,7 @@ type Pipeline struct {
 	in       chan []consumer.Message
 	drains   chan chan error
 	rebuilds chan rebuildReq
+	calls    chan func()
 	work     chan *item
 	emitter  *labelCap
 
@@ -133,9 +147,11 @@ type Pipeline struct {
 	triggers   map[string]time.Time
 	revs       []store.Revocation
 	decoded    []event.Event
-	current    *consumer.Message
+	merge      *eventtime.Merger
+	trigger    time.Time // append time of the event being observed
 	batchStart time.Time
-	maxTS      time.Time
+	lateSeen   map[string]int64 // stage late counts already exported
+	forced     int64            // merge's forced releases already exported
 
 	consumed, accepted, stored, rejected, violations, findingsStored, retries atomic.Int64
 	reasonsMu                                                                 sync.Mutex
@@ -169,18 +185,42 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 2 * time.Minute
 	}
-	return &Pipeline{
+	if cfg.EventTime.Lateness <= 0 {
+		cfg.EventTime.Lateness = 30 * time.Second
+	}
+	p := &Pipeline{
 		cfg: cfg, o: o,
 		in:       make(chan []consumer.Message, 16),
 		drains:   make(chan chan error),
 		rebuilds: make(chan rebuildReq),
+		calls:    make(chan func()),
 		work:     make(chan *item, cfg.MaxPendingBatches),
 		emitter:  newLabelCap(max(cfg.LabelCap, 1)),
 		batch:    store.NewBatch(cfg.BatchRows),
 		findings: map[string]finding.Finding{},
 		triggers: map[string]time.Time{},
 		reasons:  map[string]int64{},
-	}, nil
+		lateSeen: map[string]int64{},
+	}
+	p.merge = eventtime.New(cfg.EventTime, p.observe)
+	return p, nil
+}
+
+// observe hands one event, released by the merge in event-time order, to
+// every observer.
+func (p *Pipeline) observe(src eventtime.Partition, e *event.Event, appended time.Time, late bool) {
+	if late {
+		p.o.Metrics.Late.WithLabelValues("merge").Inc()
+		if p.logLimit.allow(time.Now()) {
+			p.o.Log.Warn("event arrived behind the merged partitions' watermark by more than the lateness; stored and counted per minute, but windows already closed do not see it",
+				"topic", src.Topic, "partition", src.Partition, "ts", e.TS, "watermark", p.merge.Watermark(), "lateness", p.cfg.EventTime.Lateness)
+		}
+	}
+	p.trigger = appended
+	for _, o := range p.o.Observers {
+		o.Observe(e)
+	}
+	p.trigger = time.Time{}
 }
 
 // SetAcker names who learns of stored offsets (the consumer group, built
@@ -190,10 +230,68 @@ func (p *Pipeline) SetAcker(a Acker) { p.o.Acker = a }
 // SetNotifier names who hears of every finding change (Alertmanager).
 func (p *Pipeline) SetNotifier(n Notifier) { p.o.Notifier = n }
 
-// Deliver hands consumed messages in; it blocks while the pipeline is full.
+// Deliver hands consumed messages in; it blocks while the pipeline is full,
+// and while the messages' partition runs ahead of the others in event time
+// with the merge buffer filling up (the partition's back-pressure).
 func (p *Pipeline) Deliver(ctx context.Context, msgs []consumer.Message) error {
+	if len(msgs) > 0 {
+		src := eventtime.Partition{Topic: msgs[0].Src.Topic, Partition: msgs[0].Src.Partition}
+		for ch := p.merge.Gate(src); ch != nil; ch = p.merge.Gate(src) {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second): // ask again: the partitions holding it back may have gone idle
+			}
+		}
+	}
 	select {
 	case p.in <- msgs:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Assigned tells the event-time merge which partitions this member now
+// reads, before their readers start: each holds the watermark back until it
+// delivers or goes idle, so its first events are not late.
+func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int32) error {
+	return p.onLoop(ctx, func() {
+		now := time.Now()
+		for _, part := range partitions {
+			p.merge.Assign(eventtime.Partition{Topic: topic, Partition: part}, now)
+		}
+	})
+}
+
+// Backlog tells the merge a partition's reader starts with a backlog: it
+// holds the watermark back until it delivers.
+func (p *Pipeline) Backlog(ctx context.Context, topic string, partition int32, lag int64) error {
+	return p.onLoop(ctx, func() {
+		p.merge.Backlog(eventtime.Partition{Topic: topic, Partition: partition}, lag, time.Now())
+	})
+}
+
+// Revoked tells the merge these partitions are read elsewhere now.
+func (p *Pipeline) Revoked(ctx context.Context, topic string, partitions []int32) error {
+	return p.onLoop(ctx, func() {
+		for _, part := range partitions {
+			p.merge.Revoke(eventtime.Partition{Topic: topic, Partition: part})
+		}
+	})
+}
+
+// onLoop runs fn on the processing goroutine.
+func (p *Pipeline) onLoop(ctx context.Context, fn func()) error {
+	done := make(chan struct{})
+	select {
+	case p.calls <- func() { fn(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -265,8 +363,8 @@ func (p *Pipeline) Drain(ctx context.Context) error {
 // until the next flush, and tells the notifier at once.
 func (p *Pipeline) Finding(f finding.Finding) {
 	p.findings[f.ID] = f
-	if _, ok := p.triggers[f.ID]; !ok && p.current != nil {
-		p.triggers[f.ID] = p.current.Time
+	if _, ok := p.triggers[f.ID]; !ok && !p.trigger.IsZero() {
+		p.triggers[f.ID] = p.trigger
 	}
 	if p.o.Notifier != nil {
 		p.o.Notifier.Notify(f)
@@ -325,10 +423,15 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			p.flush(done)
 		case r := <-p.rebuilds:
 			r.done <- p.rebuild(r)
+		case fn := <-p.calls:
+			fn()
 		case now := <-tick.C:
+			p.merge.Advance(now)
+			wm := p.merge.Watermark()
 			for _, o := range p.o.Observers {
-				o.Tick(p.maxTS)
+				o.Tick(wm)
 			}
+			p.exportLate()
 			if (p.batch.Len() > 0 || len(p.findings) > 0 || len(p.revs) > 0) && now.Sub(p.batchStart) >= p.cfg.BatchInterval {
 				p.flush(nil)
 			} else if p.batch.Len() == 0 && (len(p.findings) > 0 || len(p.revs) > 0) {
@@ -336,8 +439,56 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			}
 		case <-ctx.Done():
 			p.drainInput()
+			p.finish()
 			p.shutdown(icancel, inserted)
 			return nil
+		}
+	}
+}
+
+// finish ends the input at shutdown: the merge releases what it holds, and
+// the stages report what is pending with what is known (revocations whose
+// horizon has not passed are marked truncated, as analyze reports them at
+// the end of a file), so it is stored with the last batch.
+func (p *Pipeline) finish() {
+	p.merge.Flush()
+	for _, o := range p.o.Observers {
+		o.Flush()
+	}
+	p.exportLate()
+	s := p.merge.Stats()
+	p.o.Log.Info("event time at shutdown", "watermark", s.Watermark, "released", s.Released, "reordered", s.Reordered,
+		"late", s.Late, "forced_early", s.Forced)
+}
+
+// exportLate moves the merge's state and the stages' late counts onto
+// /metrics, with a line in the log when they grew (counted in full, logged
+// at most once a tick).
+func (p *Pipeline) exportLate() {
+	s := p.merge.Stats()
+	if !s.Watermark.IsZero() {
+		p.o.Metrics.Watermark.Set(float64(s.Watermark.UnixMilli()) / 1000)
+	}
+	p.o.Metrics.MergeBuffered.Set(float64(s.Buffered))
+	p.o.Metrics.MergeIdle.Set(float64(s.Idle))
+	if d := s.Forced - p.forced; d > 0 {
+		p.o.Metrics.MergeForced.Add(float64(d))
+		p.forced = s.Forced
+		p.o.Log.Warn("merge buffer full: events released before the watermark reached them; the partitions behind will arrive late (raise pipeline.merge_buffer)",
+			"forced", d, "buffered", s.Buffered, "watermark", s.Watermark)
+	}
+	for _, o := range p.o.Observers {
+		lc, ok := o.(LateCounter)
+		if !ok {
+			continue
+		}
+		for stage, n := range lc.LateEvents() {
+			if d := n - p.lateSeen[stage]; d > 0 {
+				p.o.Metrics.Late.WithLabelValues(stage).Add(float64(d))
+				p.lateSeen[stage] = n
+				p.o.Log.Warn("late events: behind the event time this stage had reached by more than its lateness; stored and counted per minute, but its closed windows do not see them",
+					"stage", stage, "new", d, "total", n, "watermark", p.merge.Watermark())
+			}
 		}
 	}
 }
@@ -389,13 +540,18 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 		p.batchStart = time.Now()
 	}
 	p.consumed.Add(int64(len(msgs)))
+	now := time.Now()
 	for i := range msgs {
 		m := &msgs[i]
-		p.current = m
+		src := eventtime.Partition{Topic: m.Src.Topic, Partition: m.Src.Partition}
+		p.merge.Heard(src, now)
 		var errs []error
 		p.decoded, errs = p.o.Decoder.Decode(m.Src, m.Value, p.decoded[:0])
 		for _, err := range errs {
 			p.reject(m, err)
+		}
+		if n := len(p.decoded) + len(errs); n > 0 {
+			p.o.Metrics.Decoded.WithLabelValues(m.Src.Topic).Add(float64(n))
 		}
 		if len(p.decoded) == 0 {
 			p.batch.Track(m.Src)
@@ -416,17 +572,17 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 					}
 				}
 			}
-			if e.TS.After(p.maxTS) {
-				p.maxTS = e.TS
-			}
-			for _, o := range p.o.Observers {
-				o.Observe(e)
-			}
 			p.batch.Add(e)
+			p.merge.Add(src, e, m.Time, now)
 			p.accepted.Add(1)
 		}
+		p.o.Metrics.Accepted.WithLabelValues(m.Src.Topic).Add(float64(len(p.decoded)))
 	}
-	p.current = nil
+	if len(msgs) > 0 {
+		last := &msgs[len(msgs)-1]
+		p.merge.Backlog(eventtime.Partition{Topic: last.Src.Topic, Partition: last.Src.Partition}, last.Lag, now)
+	}
+	p.merge.Advance(now)
 }
 
 func (p *Pipeline) reject(m *consumer.Message, err error) {
@@ -439,7 +595,7 @@ func (p *Pipeline) reject(m *consumer.Message, err error) {
 	p.reasonsMu.Lock()
 	p.reasons[reason]++
 	p.reasonsMu.Unlock()
-	p.o.Metrics.Rejected.WithLabelValues(reason).Inc()
+	p.o.Metrics.Rejected.WithLabelValues(m.Src.Topic, reason).Inc()
 	if p.logLimit.allow(time.Now()) {
 		p.o.Log.Warn("message rejected", "reason", reason, "err", err.Error())
 	}

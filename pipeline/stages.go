@@ -57,6 +57,19 @@ func (s *Stages) Tick(now time.Time) {
 	}
 }
 
+// Flush ends the input: the tracker reports every pending revoke (marked
+// truncated where its horizon has not passed) and the detectors send their
+// pending updates, so a stop stores what is known, as analyze reports it.
+func (s *Stages) Flush() {
+	s.Tracker.Flush()
+	s.Detect.Flush()
+}
+
+// LateEvents counts, by stage, the events that arrived too late for it.
+func (s *Stages) LateEvents() map[string]int64 {
+	return map[string]int64{"revocation": s.Tracker.Stats().LateEvents, "detect": s.Detect.LateEvents()}
+}
+
 // Finding is the detectors' sink.
 func (s *Stages) Finding(f finding.Finding) {
 	if s.replaying {
@@ -93,7 +106,7 @@ func (s *Stages) breach(r sli.Revocation) {
 func RevocationRows(r sli.Revocation) []store.Revocation {
 	base := store.Revocation{RevokedAt: r.RevokedAt, RevokeService: r.Service, Target: r.Target, TargetID: r.TargetID(),
 		TokenID: r.TokenID, SessionID: r.SessionID, Subject: r.Subject, FamilyID: r.FamilyID,
-		PropagationS: r.PropagationS, RevokePropagated: r.Propagated, Propagated: r.Propagated}
+		PropagationS: r.PropagationS, RevokePropagated: r.Propagated, Propagated: r.Propagated, Truncated: r.Truncated}
 	if len(r.ByService) == 0 {
 		return []store.Revocation{base}
 	}

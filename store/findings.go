@@ -58,6 +58,9 @@ type Revocation struct {
 	Propagated          bool
 	PropagationS        float64
 	RevokePropagated    bool
+	// Truncated: reported before its horizon had passed (at shutdown), with
+	// what was known then; a later result for the same revoke replaces it.
+	Truncated bool
 }
 
 // InsertRevocations stores propagation results.
@@ -66,13 +69,13 @@ func (s *Store) InsertRevocations(ctx context.Context, rs []Revocation) error {
 		return nil
 	}
 	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+`.revocations (revoked_at, revoke_service, target, target_id, token_id,
- session_id, subject, family_id, service, residual_acceptances, lag_s, first_rejection_s, propagated, propagation_s, revoke_propagated)`)
+ session_id, subject, family_id, service, residual_acceptances, lag_s, first_rejection_s, propagated, propagation_s, revoke_propagated, truncated)`)
 	if err != nil {
 		return fmt.Errorf("insert revocations: prepare: %w", err)
 	}
 	for _, r := range rs {
 		if err := b.Append(r.RevokedAt, r.RevokeService, r.Target, r.TargetID, r.TokenID, r.SessionID, r.Subject, r.FamilyID,
-			r.Service, r.ResidualAcceptances, r.LagS, r.FirstRejectionS, r.Propagated, r.PropagationS, r.RevokePropagated); err != nil {
+			r.Service, r.ResidualAcceptances, r.LagS, r.FirstRejectionS, r.Propagated, r.PropagationS, r.RevokePropagated, r.Truncated); err != nil {
 			_ = b.Abort()
 			return fmt.Errorf("insert revocations: %w", err)
 		}

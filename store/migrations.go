@@ -177,4 +177,6 @@ SELECT
     count() AS findings
 FROM {db}.findings FINAL
 GROUP BY minute, service, issuer, region, kind`}},
+	{6, "revocations: truncated results", []string{`
+ALTER TABLE {db}.revocations ADD COLUMN IF NOT EXISTS truncated Bool DEFAULT false AFTER revoke_propagated`}},
 }

@@ -28,6 +28,9 @@ type Message struct {
 	// Time is the broker's append time (or the producer's create time),
 	// the start of the append-to-finding latency.
 	Time time.Time
+	// Lag is how many messages of the partition the broker held past this
+	// chunk when it was fetched (set on a chunk's last message).
+	Lag int64
 }
 
 // Sink receives what the consumer reads. Deliver may block: that is the
@@ -37,6 +40,17 @@ type Message struct {
 type Sink interface {
 	Deliver(ctx context.Context, msgs []Message) error
 	Drain(ctx context.Context) error
+}
+
+// Assignment is an optional part of a Sink: told, each generation and before
+// the readers start, which partitions this member reads now and which it
+// no longer reads (the event-time merge holds its watermark for each).
+type Assignment interface {
+	Assigned(ctx context.Context, topic string, partitions []int32) error
+	Revoked(ctx context.Context, topic string, partitions []int32) error
+	// Backlog reports a partition's lag as its reader starts, before
+	// anything is delivered.
+	Backlog(ctx context.Context, topic string, partition int32, lag int64) error
 }
 
 // Rebuilder replays stored history of partitions this member takes over
@@ -136,6 +150,7 @@ func (g *Group) runGeneration(ctx context.Context, gen *kafka.Generation, sink S
 	g.owned = owned
 	g.mu.Unlock()
 
+	g.announce(ctx, gen, sink)
 	g.rebuildNew(ctx, gen)
 	// Readers run outside gen.Start: kafka-go ends the generation (and closes
 	// the connection commits use) as soon as any Start function returns, and
@@ -197,6 +212,42 @@ func (g *Group) runGeneration(ctx context.Context, gen *kafka.Generation, sink S
 
 // SetRebuilder names who rebuilds state for partitions this member takes over.
 func (g *Group) SetRebuilder(r Rebuilder) { g.rebuild = r }
+
+// announce tells a sink that wants to know which partitions it reads now
+// and which it no longer reads.
+func (g *Group) announce(ctx context.Context, gen *kafka.Generation, sink Sink) {
+	a, ok := sink.(Assignment)
+	if !ok {
+		return
+	}
+	for topic, parts := range g.prev {
+		var gone []int32
+		for p := range parts {
+			if !hasPartition(gen.Assignments[topic], p) {
+				gone = append(gone, int32(p))
+			}
+		}
+		if len(gone) > 0 {
+			_ = a.Revoked(ctx, topic, gone)
+		}
+	}
+	for topic, parts := range gen.Assignments {
+		ids := make([]int32, 0, len(parts))
+		for _, p := range parts {
+			ids = append(ids, int32(p.ID))
+		}
+		_ = a.Assigned(ctx, topic, ids)
+	}
+}
+
+func hasPartition(parts []kafka.PartitionAssignment, id int) bool {
+	for _, p := range parts {
+		if p.ID == id {
+			return true
+		}
+	}
+	return false
+}
 
 // rebuildNew replays history for partitions this member did not own in the
 // previous generation. A failure is logged, not fatal: detection then starts
@@ -270,6 +321,16 @@ func (g *Group) readPartition(ctx context.Context, topic string, part int, offse
 	}
 	lag := g.m.Lag.WithLabelValues(topic, strconv.Itoa(part))
 	consumed := g.m.Consumed.WithLabelValues(topic)
+	if a, ok := sink.(Assignment); ok {
+		// A partition with a backlog holds back the event-time watermark
+		// until it delivers, however slow its first fetch.
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if n, err := r.ReadLag(lctx); err == nil {
+			lag.Set(float64(n))
+			_ = a.Backlog(ctx, topic, int32(part), n)
+		}
+		cancel()
+	}
 	const chunk = 512
 	buf := make([]Message, 0, chunk)
 	for ctx.Err() == nil {
@@ -295,7 +356,8 @@ func (g *Group) readPartition(ctx context.Context, topic string, part int, offse
 		}
 		cancel()
 		consumed.Add(float64(len(buf)))
-		lag.Set(float64(r.Stats().Lag))
+		buf[len(buf)-1].Lag = r.Stats().Lag
+		lag.Set(float64(buf[len(buf)-1].Lag))
 		if err := sink.Deliver(ctx, buf); err != nil {
 			return
 		}
