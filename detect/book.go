@@ -142,6 +142,13 @@ func (b *book) raise(s signal) (r *record, own bool) {
 			b.index(r, s.corr)
 			return r, true
 		}
+		// A late signal from before the finding went quiet would have
+		// kept it open had it come in order: it belongs to that incident.
+		// Fold it in; the finding stays closed, one incident one finding.
+		if s.ts < r.f.LastSeen.UnixMilli()+b.cfg.QuietPeriod.Milliseconds() {
+			bump(&r.f, s.ts)
+			return r, true
+		}
 		// The same key signalling again after its finding closed (a quiet
 		// period without evidence) is a new incident: a new finding with
 		// an id of its own, derived from when it began, so analyze, the

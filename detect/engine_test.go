@@ -242,3 +242,44 @@ func TestAServiceWhoseClockRunsAheadDoesNotDragTheClock(t *testing.T) {
 		t.Errorf("detected_at is %s after the replayed use, want within the clock slack", lag)
 	}
 }
+
+// A late event from within a closed finding's span (before it went quiet)
+// belongs to that incident: it updates the closed finding, it does not open
+// a second one. A signal after the quiet period is a new incident.
+func TestLateSignalDoesNotReopenAClosedIncident(t *testing.T) {
+	en, rec, _ := newEngine(t, func(c *Config) { c.QuietPeriod = 5 * time.Minute })
+	exp := times(at(0), at(2*time.Hour))
+	pop := func(ts time.Time) *event.Event {
+		return validate(ts, event.Denied, tok("t1"), sess("s1"), dev("laptop"), binding("dpop", false), exp, svc("api"))
+	}
+	en.Observe(pop(at(time.Minute)))
+	en.Observe(pop(at(2 * time.Minute)))
+	en.Observe(validate(at(10*time.Minute), event.OK, tok("other"), exp, svc("api"))) // the clock moves on
+	en.Advance(at(10 * time.Minute))
+	en.Observe(validate(at(10*time.Minute+time.Second), event.OK, tok("other"), exp, svc("api")))
+	en.Advance(at(10*time.Minute + 2*time.Second))
+	ids := map[string]finding.Status{}
+	for _, f := range rec.calls {
+		ids[f.ID] = f.Status
+	}
+	if len(ids) != 1 {
+		t.Fatalf("want one finding before the late event, got %v", ids)
+	}
+	for _, st := range ids {
+		if st != finding.Closed {
+			t.Fatalf("the finding is %s after the quiet period, want closed", st)
+		}
+	}
+	en.Observe(pop(at(90 * time.Second))) // late, within the incident's span
+	all := ofKind(en.Flush(), finding.Replay)
+	if len(all) != 1 {
+		t.Fatalf("the late event opened a second incident: %v", all)
+	}
+	if all[0].Count != 3 || all[0].Status != finding.Closed {
+		t.Fatalf("finding count %d status %s, want the late signal folded in (3) and still closed", all[0].Count, all[0].Status)
+	}
+	en.Observe(pop(at(20 * time.Minute))) // after the quiet period: a new incident
+	if n := len(ofKind(en.Flush(), finding.Replay)); n != 2 {
+		t.Fatalf("a signal after the quiet period gave %d replay findings, want 2", n)
+	}
+}

@@ -117,6 +117,9 @@ type held struct {
 	e   event.Event
 	src Partition
 	at  time.Time // the message's append time, handed back on release
+	// replay: stored history fed back after a restart, to rebuild state
+	// in order with the live events; released as such.
+	replay bool
 }
 
 type heldHeap []*held
@@ -158,7 +161,7 @@ type Merger struct {
 // Emit receives a released event: its partition, the append time Add was
 // given, and whether it arrived behind the released stream by more than the
 // lateness (late: downstream stages may no longer take it into account).
-type Emit func(src Partition, e *event.Event, appended time.Time, late bool)
+type Emit func(src Partition, e *event.Event, appended time.Time, late, replay bool)
 
 // New builds a merger; emit receives every event, in ts order except those
 // that arrived behind what was already released.
@@ -228,7 +231,7 @@ func (m *Merger) Add(p Partition, e *event.Event, appended, now time.Time) {
 			m.stats.Late++
 		}
 		m.stats.Released++
-		m.emit(p, e, appended, late)
+		m.emit(p, e, appended, late, false)
 		return
 	}
 	m.seq++
@@ -237,6 +240,23 @@ func (m *Merger) Add(p Partition, e *event.Event, appended, now time.Time) {
 		m.stats.Forced++
 		m.release(heap.Pop(&m.buf).(*held))
 	}
+}
+
+// AddReplay takes one stored event of partition p, fed back to rebuild
+// state after a restart: it counts for the partition's watermark like a
+// delivered one (it is the partition's history) and is released marked
+// replay. It must come before the partition's live events.
+func (m *Merger) AddReplay(p Partition, e *event.Event, now time.Time) {
+	ts := e.TS.UnixNano()
+	pt := m.part(p, now)
+	pt.pending = append(pt.pending, ts)
+	if ts < m.released {
+		m.stats.Released++
+		m.emit(p, e, time.Time{}, false, true)
+		return
+	}
+	m.seq++
+	heap.Push(&m.buf, &held{ts: ts, seq: m.seq, e: *e, src: p, replay: true})
 }
 
 // Advance recomputes the watermark at wall time now and releases every
@@ -289,7 +309,7 @@ func (m *Merger) release(h *held) {
 		m.released = h.ts
 	}
 	m.stats.Released++
-	m.emit(h.src, &h.e, h.at, false)
+	m.emit(h.src, &h.e, h.at, false, h.replay)
 }
 
 // Flush releases everything held, in ts order (end of input, shutdown, or a

@@ -16,7 +16,7 @@ type out struct {
 	late int
 }
 
-func (o *out) emit(_ Partition, e *event.Event, _ time.Time, late bool) {
+func (o *out) emit(_ Partition, e *event.Event, _ time.Time, late, _ bool) {
 	o.ts = append(o.ts, e.TS)
 	if late {
 		o.late++

@@ -155,31 +155,10 @@ func TestUnkeyedMultiPartitionBacklogFindsWhatAnalyzeFinds(t *testing.T) {
 		ndjson.WriteByte('\n')
 	}
 
-	// analyze on the file: the reference.
 	c := config.Default()
 	c.Redaction.Key = "unkeyed"
 	c.Pipeline.RebuildWindow = 0
-	guard, _ := redact.New(redact.Config{Key: []byte(c.Redaction.Key)})
-	det, err := detect.New(c.Detect, discard{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := analyze.Run(context.Background(), analyze.Options{Input: bytes.NewReader(ndjson.Bytes()), Redact: guard,
-		Detector: reportDetector{det}, Revocation: sli.TrackerConfig{Horizon: c.Pipeline.RevocationHorizon}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := incidents(rep.Findings)
-	if len(want) < 6 {
-		t.Fatalf("analyze found only %d incidents: the traffic does not exercise the detectors", len(want))
-	}
-	var wantRevs []string
-	for _, r := range rep.SLIs.Revocations {
-		for _, row := range pipeline.RevocationRows(r) {
-			wantRevs = append(wantRevs, revocationRow(row.RevokedAt, row.TargetID, row.Service, row.Propagated, row.ResidualAcceptances))
-		}
-	}
-	slices.Sort(wantRevs)
+	want, wantRevs := analyzeReference(t, c, events)
 	t.Logf("%d events; analyze: %d incidents, %d revocation rows", len(events), len(want), len(wantRevs))
 
 	cases := []struct {
@@ -229,47 +208,12 @@ func TestUnkeyedMultiPartitionBacklogFindsWhatAnalyzeFinds(t *testing.T) {
 				t.Errorf("events decoded on /metrics: %v, want %d (events, not messages)", v, len(events))
 			}
 
-			var got []finding.Finding
-			rows, err := h.store.Conn().Query(context.Background(), `SELECT kind, key, evidence FROM `+h.store.Database()+`.findings FINAL`)
-			if err != nil {
-				t.Fatal(err)
+			got, gotRevs := storedResults(t, h)
+			if !slices.Equal(got, want) {
+				t.Errorf("findings differ from analyze's:\n run:     %v\n analyze: %v", got, want)
 			}
-			for rows.Next() {
-				var kind, key, evidence string
-				if err := rows.Scan(&kind, &key, &evidence); err != nil {
-					t.Fatal(err)
-				}
-				f := finding.Finding{Kind: finding.Kind(kind), Key: key}
-				if strings.Contains(evidence, `"superseded_by"`) {
-					f.Evidence = map[string]any{"superseded_by": true}
-				}
-				got = append(got, f)
-			}
-			rows.Close()
-			if g := incidents(got); !slices.Equal(g, want) {
-				t.Errorf("findings differ from analyze's:\n run:     %v\n analyze: %v", g, want)
-			}
-
-			var gotRevs []string
-			rrows, err := h.store.Conn().Query(context.Background(),
-				`SELECT revoked_at, target_id, service, propagated, residual_acceptances FROM `+h.store.Database()+`.revocations FINAL`)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for rrows.Next() {
-				var at time.Time
-				var target, svc string
-				var prop bool
-				var residual uint32
-				if err := rrows.Scan(&at, &target, &svc, &prop, &residual); err != nil {
-					t.Fatal(err)
-				}
-				gotRevs = append(gotRevs, revocationRow(at, target, svc, prop, residual))
-			}
-			rrows.Close()
-			slices.Sort(gotRevs)
 			if !slices.Equal(gotRevs, wantRevs) {
-				t.Errorf("revocation rows differ from analyze's:\n run:     %v\n analyze: %v", gotRevs, wantRevs)
+				t.Errorf("revocation rows differ from analyze's: %s", listDiff(gotRevs, wantRevs))
 			}
 		})
 	}
@@ -322,9 +266,15 @@ func metricValue(t *testing.T, reg *prometheus.Registry, series string) float64 
 // minutes pass, then stops it as SIGINT does. The run's log is printed if
 // the test fails.
 func runBuilt(t *testing.T, h *harness, cc config.Config, wrap func(*pipeline.Pipeline) consumer.Sink, done func(pipeline.Stats) bool) (*pipeline.Built, *prometheus.Registry) {
+	built, reg, _ := runBuiltLogged(t, h, cc, wrap, done)
+	return built, reg
+}
+
+// runBuiltLogged is runBuilt, also returning the run's log.
+func runBuiltLogged(t *testing.T, h *harness, cc config.Config, wrap func(*pipeline.Pipeline) consumer.Sink, done func(pipeline.Stats) bool) (*pipeline.Built, *prometheus.Registry, *syncBuffer) {
 	t.Helper()
-	var logs syncBuffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("run's log:\n%s", logs.String())
@@ -341,6 +291,7 @@ func runBuilt(t *testing.T, h *harness, cc config.Config, wrap func(*pipeline.Pi
 		t.Fatal(err)
 	}
 	built.Pipeline.SetAcker(group)
+	group.SetRebuilder(built.Pipeline) // as run does
 	var sink consumer.Sink = built.Pipeline
 	if wrap != nil {
 		sink = wrap(built.Pipeline)
@@ -359,7 +310,7 @@ func runBuilt(t *testing.T, h *harness, cc config.Config, wrap func(*pipeline.Pi
 	<-gdone
 	pcancel() // as SIGINT: pending revocations and findings are flushed and stored
 	<-pdone
-	return built, reg
+	return built, reg, logs
 }
 
 // syncBuffer is a bytes.Buffer several goroutines may log to.
@@ -425,12 +376,167 @@ func TestPendingRevokeAtShutdownIsStoredTruncated(t *testing.T) {
 			t.Fatal(err)
 		}
 		n++
-		if target != "sess-1" || svc != "orders" || residual != 1 || propagated || !truncated {
-			t.Errorf("revocation row: target %s service %s residual %d propagated %v truncated %v; want sess-1, orders, 1 residual acceptance, not propagated, truncated",
-				target, svc, residual, propagated, truncated)
+		wantResidual := uint32(1) // on the service's row; the revoke's own row (service "") has none
+		if svc == "" {
+			wantResidual = 0
+		} else if svc != "orders" {
+			t.Errorf("a row for service %q, which never saw the revoked session", svc)
+		}
+		if target != "sess-1" || residual != wantResidual || propagated || !truncated {
+			t.Errorf("revocation row of %q: target %s residual %d propagated %v truncated %v; want sess-1, %d residual, not propagated, truncated",
+				svc, target, residual, propagated, truncated, wantResidual)
 		}
 	}
-	if n != 1 {
-		t.Fatalf("%d revocation rows stored at shutdown, want the pending revoke's 1", n)
+	if n != 2 {
+		t.Fatalf("%d revocation rows stored at shutdown, want the pending revoke's 2 (the revoke, and orders)", n)
 	}
+}
+
+// TestRestartMidBackfillFindsWhatAnUninterruptedRunFinds backfills day-old
+// events, stops the run (as SIGINT does) halfway, and starts a new one: it
+// rebuilds its state from the stored events, looking back from their event
+// time rather than the wall clock, and the findings and revocation rows
+// equal analyze's on the same events (the uninterrupted run).
+func TestRestartMidBackfillFindsWhatAnUninterruptedRunFinds(t *testing.T) {
+	spec := unkeyedSpec()
+	spec.Start = time.Now().UTC().Add(-26 * time.Hour).Truncate(time.Minute)
+	g, err := gen.New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []event.Event
+	for b := g.Next(nil); b != nil; b = g.Next(nil) {
+		events = append(events, b...)
+	}
+	c := config.Default()
+	c.Redaction.Key = "backfill"
+	want, wantRevs := analyzeReference(t, c, events)
+
+	h := newHarness(t, 6)
+	produceUnkeyed(t, h.brokers, h.topic, 6, ingest.FormatJSON, events)
+	cc := c
+	cc.Kafka = h.kcfg
+	cc.ClickHouse.Database = h.store.Database()
+	cc.ClickHouse.BatchRows, cc.ClickHouse.BatchInterval = 2000, 100*time.Millisecond
+	cc.Pipeline.RebuildWindow = 30 * time.Minute
+	half := int64(len(events) / 2)
+	slow := func(p *pipeline.Pipeline) consumer.Sink { return slowSink{p} } // so it stops near the middle
+	first, _ := runBuilt(t, h, cc, slow, func(s pipeline.Stats) bool { return s.Stored >= half })
+	stored := first.Pipeline.Stats().Stored
+	if stored >= int64(len(events)) {
+		t.Fatalf("the first run stored all %d events: no restart in the middle", stored)
+	}
+	t.Logf("first run stored %d of %d events, then stopped", stored, len(events))
+	second, _, logs := runBuiltLogged(t, h, cc, nil, func(s pipeline.Stats) bool { return stored+s.Stored >= int64(len(events)) })
+	if l := logs.String(); !strings.Contains(l, "detector state rebuilt from ClickHouse") || strings.Contains(l, " events=0 ") {
+		t.Errorf("the second run did not rebuild its state from the stored events:\n%s", logs.String())
+	}
+	if total := stored + second.Pipeline.Stats().Stored; total != int64(len(events)) {
+		t.Fatalf("the two runs stored %d events, want %d", total, len(events))
+	}
+	got, gotRevs := storedResults(t, h)
+	if !slices.Equal(got, want) {
+		t.Errorf("findings differ from the uninterrupted run's:\n restarted: %v\n analyze:   %v", got, want)
+	}
+	if !slices.Equal(gotRevs, wantRevs) {
+		t.Errorf("revocation rows differ from the uninterrupted run's: %s", listDiff(gotRevs, wantRevs))
+	}
+}
+
+// analyzeReference runs analyze on the events, as a file: the incidents it
+// finds and its revocation rows, sorted.
+func analyzeReference(t *testing.T, c config.Config, events []event.Event) ([]incident, []string) {
+	t.Helper()
+	var ndjson bytes.Buffer
+	for i := range events {
+		ndjson.Write(ingest.AppendJSON(nil, &events[i]))
+		ndjson.WriteByte('\n')
+	}
+	guard, _ := redact.New(redact.Config{Key: []byte(c.Redaction.Key)})
+	det, err := detect.New(c.Detect, discard{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := analyze.Run(context.Background(), analyze.Options{Input: &ndjson, Redact: guard,
+		Detector: reportDetector{det}, Revocation: sli.TrackerConfig{Horizon: c.Pipeline.RevocationHorizon}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := incidents(rep.Findings)
+	if len(want) < 6 {
+		t.Fatalf("analyze found only %d incidents: the traffic does not exercise the detectors", len(want))
+	}
+	var revs []string
+	for _, r := range rep.SLIs.Revocations {
+		for _, row := range pipeline.RevocationRows(r) {
+			revs = append(revs, revocationRow(row.RevokedAt, row.TargetID, row.Service, row.Propagated, row.ResidualAcceptances))
+		}
+	}
+	slices.Sort(revs)
+	return want, revs
+}
+
+// storedResults reads the incidents and revocation rows the store holds.
+func storedResults(t *testing.T, h *harness) ([]incident, []string) {
+	t.Helper()
+	var got []finding.Finding
+	rows, err := h.store.Conn().Query(context.Background(), `SELECT kind, key, evidence FROM `+h.store.Database()+`.findings FINAL`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var kind, key, evidence string
+		if err := rows.Scan(&kind, &key, &evidence); err != nil {
+			t.Fatal(err)
+		}
+		f := finding.Finding{Kind: finding.Kind(kind), Key: key}
+		if strings.Contains(evidence, `"superseded_by"`) {
+			f.Evidence = map[string]any{"superseded_by": true}
+		}
+		got = append(got, f)
+	}
+	rows.Close()
+	var revs []string
+	rrows, err := h.store.Conn().Query(context.Background(),
+		`SELECT revoked_at, target_id, service, propagated, residual_acceptances FROM `+h.store.Database()+`.revocations FINAL`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rrows.Next() {
+		var at time.Time
+		var target, svc string
+		var prop bool
+		var residual uint32
+		if err := rrows.Scan(&at, &target, &svc, &prop, &residual); err != nil {
+			t.Fatal(err)
+		}
+		revs = append(revs, revocationRow(at, target, svc, prop, residual))
+	}
+	rrows.Close()
+	slices.Sort(revs)
+	return incidents(got), revs
+}
+
+// slowSink delivers at most a chunk every 150 ms per partition.
+type slowSink struct{ *pipeline.Pipeline }
+
+func (s slowSink) Deliver(ctx context.Context, msgs []consumer.Message) error {
+	time.Sleep(150 * time.Millisecond)
+	return s.Pipeline.Deliver(ctx, msgs)
+}
+
+// listDiff names what only one of two sorted lists holds.
+func listDiff(got, want []string) string {
+	var only, missing []string
+	for _, g := range got {
+		if _, ok := slices.BinarySearch(want, g); !ok {
+			only = append(only, g)
+		}
+	}
+	for _, w := range want {
+		if _, ok := slices.BinarySearch(got, w); !ok {
+			missing = append(missing, w)
+		}
+	}
+	return fmt.Sprintf("%d rows vs %d; only in the run: %v; missing from the run: %v", len(got), len(want), only, missing)
 }

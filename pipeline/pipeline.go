@@ -56,6 +56,9 @@ type LateCounter interface {
 // Replayer reads stored events back, to rebuild state for partitions this
 // member takes over.
 type Replayer interface {
+	// StoredEventTime is, per partition, the event time its stored
+	// events reached (absent: nothing stored).
+	StoredEventTime(ctx context.Context, topic string, partitions []int32) (map[int32]time.Time, error)
 	ReplayEvents(ctx context.Context, topic string, partitions []int32, since time.Time, fn func(*event.Event)) (int, error)
 }
 
@@ -207,8 +210,14 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 }
 
 // observe hands one event, released by the merge in event-time order, to
-// every observer.
-func (p *Pipeline) observe(src eventtime.Partition, e *event.Event, appended time.Time, late bool) {
+// every observer (a replayed one only to rebuild their state).
+func (p *Pipeline) observe(src eventtime.Partition, e *event.Event, appended time.Time, late, replay bool) {
+	if replay {
+		for _, o := range p.o.Observers {
+			o.Replay(e)
+		}
+		return
+	}
 	if late {
 		p.o.Metrics.Late.WithLabelValues("merge").Inc()
 		if p.logLimit.allow(time.Now()) {
@@ -328,18 +337,61 @@ func (p *Pipeline) Rebuild(ctx context.Context, topic string, partitions []int32
 }
 
 func (p *Pipeline) rebuild(r rebuildReq) error {
-	since := time.Now().Add(-p.cfg.RebuildWindow)
+	// Look back from the event time the stored events reached, not from the
+	// wall clock: a backfill of day-old events needs day-old state. The
+	// partitions' stored events reached different event times (each was
+	// stored as read); up to the lowest of them the history is complete
+	// and replays straight into the stages. Past it, the stored events
+	// go through the merge, muted, so the live events of the partitions
+	// behind still meet them in ts order.
 	start := time.Now()
+	reached, err := p.o.Replayer.StoredEventTime(r.ctx, r.topic, r.partitions)
+	if err != nil {
+		return fmt.Errorf("rebuild state of %s %v: %w", r.topic, r.partitions, err)
+	}
+	if len(reached) == 0 {
+		return nil // nothing stored yet: nothing to rebuild
+	}
+	var low time.Time
+	for _, t := range reached {
+		if low.IsZero() || t.Before(low) {
+			low = t
+		}
+	}
+	if len(reached) < len(r.partitions) {
+		// A partition with nothing stored has reached nothing: all stored
+		// history goes through the merge.
+		low = time.Time{}
+	}
+	since := low.Add(-p.cfg.RebuildWindow)
+	if low.IsZero() {
+		since = time.Time{}
+		for _, t := range reached {
+			if since.IsZero() || t.Before(since) {
+				since = t
+			}
+		}
+		since = since.Add(-p.cfg.RebuildWindow)
+	}
+	now := time.Now()
+	var merged int
 	n, err := p.o.Replayer.ReplayEvents(r.ctx, r.topic, r.partitions, since, func(e *event.Event) {
+		if e.TS.After(low) {
+			p.merge.AddReplay(eventtime.Partition{Topic: r.topic, Partition: e.Src.Partition}, e, now)
+			merged++
+			return
+		}
 		for _, o := range p.o.Observers {
 			o.Replay(e)
 		}
 	})
+	p.merge.Advance(now)
 	if err != nil {
 		return fmt.Errorf("rebuild state of %s %v: %w", r.topic, r.partitions, err)
 	}
 	p.o.Log.Info("detector state rebuilt from ClickHouse", "topic", r.topic, "partitions", r.partitions, "events", n,
-		"window", p.cfg.RebuildWindow, "took", time.Since(start).Round(time.Millisecond))
+		"from", since, "complete_to", low, "merged_past_it", merged, "window", p.cfg.RebuildWindow,
+		"took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

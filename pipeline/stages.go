@@ -101,16 +101,17 @@ func (s *Stages) breach(r sli.Revocation) {
 	s.Detect.ObserveRevocation(detect.FromSLI(r))
 }
 
-// RevocationRows flattens one revoke's result into a row per service (one
-// row with an empty service when no service saw a covered token).
+// RevocationRows flattens one revoke's result into a row for the revoke as
+// a whole (empty service; residual acceptances and lag on the service rows)
+// and a row per service that saw a covered token. The revoke's row is
+// always there, so a result reported again (truncated at a shutdown, final
+// after the restart) replaces every row of the earlier one.
 func RevocationRows(r sli.Revocation) []store.Revocation {
 	base := store.Revocation{RevokedAt: r.RevokedAt, RevokeService: r.Service, Target: r.Target, TargetID: r.TargetID(),
 		TokenID: r.TokenID, SessionID: r.SessionID, Subject: r.Subject, FamilyID: r.FamilyID,
 		PropagationS: r.PropagationS, RevokePropagated: r.Propagated, Propagated: r.Propagated, Truncated: r.Truncated}
-	if len(r.ByService) == 0 {
-		return []store.Revocation{base}
-	}
-	out := make([]store.Revocation, 0, len(r.ByService))
+	out := make([]store.Revocation, 0, len(r.ByService)+1)
+	out = append(out, base)
 	for svc, l := range r.ByService {
 		row := base
 		row.Service = svc

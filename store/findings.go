@@ -51,7 +51,7 @@ type Revocation struct {
 	SessionID           string
 	Subject             string
 	FamilyID            string
-	Service             string // empty when no service saw a covered token
+	Service             string // empty on the row of the revoke as a whole
 	ResidualAcceptances uint32
 	LagS                float64
 	FirstRejectionS     float64

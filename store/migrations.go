@@ -179,4 +179,9 @@ FROM {db}.findings FINAL
 GROUP BY minute, service, issuer, region, kind`}},
 	{6, "revocations: truncated results", []string{`
 ALTER TABLE {db}.revocations ADD COLUMN IF NOT EXISTS truncated Bool DEFAULT false AFTER revoke_propagated`}},
+	// The event time a partition's stored events reached, read at each
+	// rebuild: from this projection, not a scan. Parts written before it
+	// are answered from their rows (correct, slower) until merged.
+	{7, "events: event time per partition", []string{`
+ALTER TABLE {db}.events ADD PROJECTION IF NOT EXISTS p_event_time (SELECT topic, partition, max(ts) GROUP BY topic, partition)`}},
 }

@@ -10,6 +10,51 @@ import (
 	"github.com/tokenwatch/tokenwatch/event"
 )
 
+// StoredEventTime is, per partition of topic, the event time its stored
+// events reached: the median ts of its last 1,000 stored events by offset
+// (a median, so an emitter whose clock runs ahead does not move it).
+// Partitions with nothing stored are absent. The rebuild looks back from
+// it, not from the wall clock, so a backfill of old events rebuilds the
+// state it needs.
+func (s *Store) StoredEventTime(ctx context.Context, topic string, partitions []int32) (map[int32]time.Time, error) {
+	out := map[int32]time.Time{}
+	if len(partitions) == 0 {
+		return out, nil
+	}
+	parts := make([]uint16, len(partitions))
+	for i, p := range partitions {
+		parts[i] = uint16(p)
+	}
+	// The newest ts (from the p_event_time projection) bounds the scan to
+	// the last two days' partitions of the table.
+	var newest int64
+	if err := s.conn.QueryRow(ctx, `SELECT toUnixTimestamp64Milli(max(ts)) FROM `+s.db+`.events WHERE topic = ? AND partition IN (?)`,
+		topic, parts).Scan(&newest); err != nil {
+		return nil, fmt.Errorf("stored event time: %w", err)
+	}
+	if newest <= 0 {
+		return out, nil
+	}
+	rows, err := s.conn.Query(ctx, `SELECT partition, toUnixTimestamp64Milli(quantileExact(0.5)(ts)) FROM (
+  SELECT partition, ts FROM `+s.db+`.events
+  WHERE topic = ? AND partition IN (?) AND ts >= fromUnixTimestamp64Milli(?)
+  ORDER BY partition, offset DESC LIMIT 1000 BY partition
+) GROUP BY partition`, topic, parts, newest-int64(48*time.Hour/time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("stored event time: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var part uint16
+		var ms int64
+		if err := rows.Scan(&part, &ms); err != nil {
+			return nil, fmt.Errorf("stored event time: %w", err)
+		}
+		out[int32(part)] = time.UnixMilli(ms).UTC()
+	}
+	return out, rows.Err()
+}
+
 // ReplayEvents reads back, in ts order, the stored events of the given
 // partitions of topic with ts >= since, and hands each to fn. The pipeline
 // uses it to rebuild detector state when it takes over partitions (after a

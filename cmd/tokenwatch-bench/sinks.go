@@ -38,6 +38,9 @@ type discard struct{}
 func (discard) InsertEvents(context.Context, *store.Batch) error            { return nil }
 func (discard) InsertFindings(context.Context, []finding.Finding) error     { return nil }
 func (discard) InsertRevocations(context.Context, []store.Revocation) error { return nil }
+func (discard) StoredEventTime(context.Context, string, []int32) (map[int32]time.Time, error) {
+	return nil, nil
+}
 func (discard) ReplayEvents(context.Context, string, []int32, time.Time, func(*event.Event)) (int, error) {
 	return 0, nil
 }
