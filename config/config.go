@@ -173,7 +173,7 @@ func Default() Config {
 			LabelCap:             200,
 			RebuildWindow:        30 * time.Minute,
 			PartitionIdleTimeout: 5 * time.Second,
-			MergeBuffer:          200_000,
+			MergeBuffer:          100_000,
 		},
 		Detect: detect.DefaultConfig(),
 		Alertmanager: Alertmanager{

@@ -98,7 +98,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("pipeline.partition_idle_timeout: want a positive duration (default 5s)")
 	}
 	if p.MergeBuffer < 2 {
-		return fmt.Errorf("pipeline.merge_buffer: want at least 2 events (default 200000)")
+		return fmt.Errorf("pipeline.merge_buffer: want at least 2 events (default 100000)")
 	}
 	if p.LabelCap < 1 {
 		return fmt.Errorf("pipeline.label_cap: want at least 1")

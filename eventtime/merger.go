@@ -24,14 +24,19 @@
 // released at once and the stages downstream judge them against their own
 // lateness.
 //
+// Events wait in one FIFO queue per partition, and the merge releases the
+// head of the partition whose head is oldest (Kafka Streams' PartitionGroup
+// does the same): no allocation per event and O(partitions) per release. A
+// partition's own small disorder passes through as its producer wrote it,
+// for the stages downstream to order within their lateness, as analyze
+// does on a file.
+//
 // None of the library's candidates fit: kafka-go has no event-time layer,
 // and the stream processors that have one (Kafka Streams, Flink) are JVM
-// runtimes, not libraries a Go consumer can call. The merge itself is
-// container/heap.
+// runtimes, not libraries a Go consumer can call.
 package eventtime
 
 import (
-	"container/heap"
 	"math"
 	"slices"
 	"sync"
@@ -58,7 +63,7 @@ type Config struct {
 	// partition cannot stall the stream for ever. Default 12×IdleTimeout.
 	LaggingTimeout time.Duration
 	// MaxBuffered bounds the events held; past it the oldest are released
-	// early. Default 200,000 (about 100 MB at the events' typical size).
+	// early. Default 100,000 (about 60 MB: an event held takes about 600 B).
 	MaxBuffered int
 	// Lateness is how far behind the released stream an event may arrive
 	// and still be taken into account by the stages downstream (they keep
@@ -75,7 +80,7 @@ func (c *Config) defaults() {
 		c.LaggingTimeout = 12 * c.IdleTimeout
 	}
 	if c.MaxBuffered <= 0 {
-		c.MaxBuffered = 200_000
+		c.MaxBuffered = 100_000
 	}
 }
 
@@ -109,6 +114,11 @@ type part struct {
 	lastHeard time.Time
 	heard     bool // delivered at least one event since it was assigned
 	lagging   bool // the broker holds more of it than was delivered
+	// q holds the partition's events waiting for the watermark, oldest
+	// first from q[head]; a revoked partition is dropped once drained.
+	q       []held
+	head    int
+	revoked bool
 }
 
 type held struct {
@@ -122,25 +132,6 @@ type held struct {
 	replay bool
 }
 
-type heldHeap []*held
-
-func (h heldHeap) Len() int { return len(h) }
-func (h heldHeap) Less(i, j int) bool {
-	if h[i].ts != h[j].ts {
-		return h[i].ts < h[j].ts
-	}
-	return h[i].seq < h[j].seq
-}
-func (h heldHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *heldHeap) Push(x any)   { *h = append(*h, x.(*held)) }
-func (h *heldHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	return x
-}
-
 // Merger merges partitions by event time. Add, Assign, Revoke, Advance and
 // Flush belong to one goroutine (the pipeline's processing loop); Gate may
 // be called from any.
@@ -148,7 +139,7 @@ type Merger struct {
 	cfg   Config
 	emit  Emit
 	parts map[Partition]*part
-	buf   heldHeap
+	held  int // events queued over all partitions
 	seq   uint64
 	// released is the ts of the newest event handed on: an event behind it
 	// is late.
@@ -176,12 +167,20 @@ func New(cfg Config, emit Emit) *Merger {
 // its reader starts: until it delivers or IdleTimeout passes, it holds the
 // watermark back (its first events may be older than anything seen).
 func (m *Merger) Assign(p Partition, now time.Time) {
-	m.part(p, now).lastHeard = now
+	pt := m.part(p, now)
+	pt.lastHeard, pt.revoked = now, false
 }
 
-// Revoke forgets a partition handed to another process.
+// Revoke forgets a partition handed to another process; what it still
+// holds is released as the watermark passes it.
 func (m *Merger) Revoke(p Partition) {
-	delete(m.parts, p)
+	if pt := m.parts[p]; pt != nil {
+		if pt.head == len(pt.q) {
+			delete(m.parts, p)
+		} else {
+			pt.revoked = true
+		}
+	}
 	m.gate.set(p, false)
 }
 
@@ -209,6 +208,9 @@ func (m *Merger) Backlog(p Partition, lag int64, now time.Time) {
 }
 
 func (m *Merger) idle(pt *part, now time.Time) bool {
+	if pt.revoked {
+		return true
+	}
 	silent := now.Sub(pt.lastHeard)
 	if pt.lagging {
 		return silent >= m.cfg.LaggingTimeout
@@ -234,11 +236,61 @@ func (m *Merger) Add(p Partition, e *event.Event, appended, now time.Time) {
 		m.emit(p, e, appended, late, false)
 		return
 	}
-	m.seq++
-	heap.Push(&m.buf, &held{ts: ts, seq: m.seq, e: *e, src: p, at: appended})
-	for len(m.buf) > m.cfg.MaxBuffered {
+	m.push(pt, held{ts: ts, e: *e, src: p, at: appended})
+	for m.held > m.cfg.MaxBuffered {
 		m.stats.Forced++
-		m.release(heap.Pop(&m.buf).(*held))
+		m.releaseOldest()
+	}
+}
+
+func (m *Merger) push(pt *part, h held) {
+	m.seq++
+	h.seq = m.seq
+	if pt.head > 0 && pt.head == len(pt.q) {
+		pt.q, pt.head = pt.q[:0], 0
+	} else if pt.head > 1024 && pt.head > len(pt.q)/2 {
+		n := copy(pt.q, pt.q[pt.head:])
+		clear(pt.q[n:])
+		pt.q, pt.head = pt.q[:n], 0
+	}
+	pt.q = append(pt.q, h)
+	m.held++
+}
+
+// oldest is the partition whose head is oldest (nil when nothing is held).
+func (m *Merger) oldest() *part {
+	var best *part
+	for _, pt := range m.parts {
+		if pt.head == len(pt.q) {
+			continue
+		}
+		if h := &pt.q[pt.head]; best == nil || h.ts < best.q[best.head].ts ||
+			h.ts == best.q[best.head].ts && h.seq < best.q[best.head].seq {
+			best = pt
+		}
+	}
+	return best
+}
+
+// releaseOldest releases the oldest head; false when nothing is held.
+func (m *Merger) releaseOldest() bool {
+	pt := m.oldest()
+	if pt == nil {
+		return false
+	}
+	m.releaseHead(pt)
+	return true
+}
+
+func (m *Merger) releaseHead(pt *part) {
+	h := &pt.q[pt.head]
+	pt.head++
+	m.held--
+	m.release(h)
+	src := h.src
+	*h = held{} // drop the event's references
+	if pt.revoked && pt.head == len(pt.q) {
+		delete(m.parts, src)
 	}
 }
 
@@ -255,8 +307,7 @@ func (m *Merger) AddReplay(p Partition, e *event.Event, now time.Time) {
 		m.emit(p, e, time.Time{}, false, true)
 		return
 	}
-	m.seq++
-	heap.Push(&m.buf, &held{ts: ts, seq: m.seq, e: *e, src: p, replay: true})
+	m.push(pt, held{ts: ts, e: *e, src: p, replay: true})
 }
 
 // Advance recomputes the watermark at wall time now and releases every
@@ -283,23 +334,29 @@ func (m *Merger) Advance(now time.Time) {
 	if active == 0 {
 		// Every partition is idle: what is held is all there is.
 		wm = math.MinInt64
-		if len(m.buf) > 0 {
+		if m.held > 0 {
 			wm = m.newest()
 		}
 	}
 	if wm > m.watermark {
 		m.watermark = wm
 	}
-	for len(m.buf) > 0 && m.buf[0].ts <= m.watermark {
-		m.release(heap.Pop(&m.buf).(*held))
+	for {
+		pt := m.oldest()
+		if pt == nil || pt.q[pt.head].ts > m.watermark {
+			break
+		}
+		m.releaseHead(pt)
 	}
 	m.updateGate(now)
 }
 
 func (m *Merger) newest() int64 {
 	n := int64(math.MinInt64)
-	for _, h := range m.buf {
-		n = max(n, h.ts)
+	for _, pt := range m.parts {
+		for i := pt.head; i < len(pt.q); i++ {
+			n = max(n, pt.q[i].ts)
+		}
 	}
 	return n
 }
@@ -315,8 +372,7 @@ func (m *Merger) release(h *held) {
 // Flush releases everything held, in ts order (end of input, shutdown, or a
 // partition handover).
 func (m *Merger) Flush() {
-	for len(m.buf) > 0 {
-		m.release(heap.Pop(&m.buf).(*held))
+	for m.releaseOldest() {
 	}
 	if m.released > m.watermark {
 		m.watermark = m.released
@@ -338,7 +394,7 @@ func (m *Merger) Watermark() time.Time {
 // Stats returns the counters.
 func (m *Merger) Stats() Stats {
 	s := m.stats
-	s.Buffered = len(m.buf)
+	s.Buffered = m.held
 	s.Watermark = m.Watermark()
 	return s
 }
@@ -346,7 +402,7 @@ func (m *Merger) Stats() Stats {
 // updateGate blocks the partitions running ahead of the watermark while the
 // buffer is over half full, and frees every partition otherwise.
 func (m *Merger) updateGate(now time.Time) {
-	if len(m.buf) <= m.cfg.MaxBuffered/2 {
+	if m.held <= m.cfg.MaxBuffered/2 {
 		m.gate.clear()
 		return
 	}
