@@ -1,0 +1,126 @@
+// Package rekey chooses, for each accepted event, the partitions of the
+// internal keyed topic it must reach so that several analyze members each
+// see every event their per-token, per-family and per-target state needs,
+// the way Kafka Streams repartitions through an internal topic. It also
+// carries an event's source coordinates across that topic (record headers)
+// and drops the copies that redelivery and fan-out bring to one member.
+//
+// The key comes from the contract (EVENTS.md), not from what a generator
+// happens to send: only token_id is required on token events, family_id on
+// refresh events, and target with the matching id on revokes. docs/fleet.md
+// gives the rules and the cases where a field is missing.
+package rekey
+
+import (
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tokenwatch/tokenwatch/event"
+)
+
+// Key prefixes keep the key spaces apart (a token id equal to a family id
+// must not collide by accident of the emitter's hashing).
+const (
+	tokenKey   = "t:"
+	familyKey  = "f:"
+	serviceKey = "s:"
+)
+
+// Route is where one event goes on the keyed topic: every partition when
+// Broadcast, else the partitions of Keys (one or two, deduplicated).
+type Route struct {
+	Broadcast bool
+	Keys      []string
+}
+
+// RouteOf chooses the keys of one event:
+//
+//   - validate, introspect: the token (t:token_id). Every use of a token
+//     meets on one member, whatever else the event names: the replay
+//     detector and the revocation tracker's residual acceptances key on it.
+//     Without token_id (outcome malformed): the service (s:service), where
+//     nothing per token is kept.
+//   - issue: the token (its owner learns the token's session, subject and
+//     family for the tracker, and its client for replay), and the family
+//     too when family_id is set (the refresh detector learns the family's
+//     new tokens). Two keys: the event is produced once per distinct
+//     partition.
+//   - refresh: the family (f:family_id, required): reuse, rotation and
+//     refresh rate are per family. Without it (malformed): the token, else
+//     the service.
+//   - revoke with target token: the token. With target session, subject or
+//     family: every partition, since the tokens it covers are spread over
+//     all of them and each owner knows which of its own are covered (from
+//     the issue events and the ids the uses carry). Revokes are rare.
+//   - key_rotate: every partition (rare; every owner's validations may
+//     depend on it).
+func RouteOf(e *event.Event) Route {
+	switch e.Kind {
+	case event.KindValidate, event.KindIntrospect:
+		if e.TokenID != "" {
+			return Route{Keys: []string{tokenKey + e.TokenID}}
+		}
+	case event.KindIssue:
+		if e.TokenID != "" {
+			if e.FamilyID != "" {
+				return Route{Keys: []string{tokenKey + e.TokenID, familyKey + e.FamilyID}}
+			}
+			return Route{Keys: []string{tokenKey + e.TokenID}}
+		}
+		if e.FamilyID != "" {
+			return Route{Keys: []string{familyKey + e.FamilyID}}
+		}
+	case event.KindRefresh:
+		if e.FamilyID != "" {
+			return Route{Keys: []string{familyKey + e.FamilyID}}
+		}
+		if e.TokenID != "" {
+			return Route{Keys: []string{tokenKey + e.TokenID}}
+		}
+	case event.KindRevoke:
+		if e.Target == "token" && e.TokenID != "" {
+			return Route{Keys: []string{tokenKey + e.TokenID}}
+		}
+		return Route{Broadcast: true}
+	case event.KindKeyRotate:
+		return Route{Broadcast: true}
+	}
+	return Route{Keys: []string{serviceKey + e.Service}}
+}
+
+// Partitioner maps keys to partitions of the keyed topic with Kafka's
+// default partitioner (murmur2, as the Java client and kafka-go's
+// Murmur2Balancer), so any Kafka tool agrees on where a key lives.
+type Partitioner struct {
+	n   int
+	all []int
+}
+
+// NewPartitioner is for a keyed topic of n partitions.
+func NewPartitioner(n int) *Partitioner {
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
+	return &Partitioner{n: n, all: all}
+}
+
+// Partitions appends the distinct partitions a route reaches to dst.
+func (p *Partitioner) Partitions(r Route, dst []int32) []int32 {
+	if r.Broadcast {
+		for i := range p.n {
+			dst = append(dst, int32(i))
+		}
+		return dst
+	}
+	for _, k := range r.Keys {
+		part := int32(kafka.Murmur2Balancer{}.Balance(kafka.Message{Key: []byte(k)}, p.all...))
+		dup := false
+		for _, d := range dst {
+			dup = dup || d == part
+		}
+		if !dup {
+			dst = append(dst, part)
+		}
+	}
+	return dst
+}
