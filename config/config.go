@@ -23,6 +23,9 @@ type Config struct {
 	ClickHouse ClickHouse `yaml:"clickhouse"`
 	Redaction  Redaction  `yaml:"redaction"`
 	Pipeline   Pipeline   `yaml:"pipeline"`
+	// Fleet re-keys unkeyed input for several replicas (docs/fleet.md);
+	// off (one process, no internal topic) unless fleet.keyed_topic is set.
+	Fleet Fleet `yaml:"fleet"`
 	// Detect tunes the detectors (detect.Config documents every key).
 	Detect       detect.Config `yaml:"detect"`
 	Alertmanager Alertmanager  `yaml:"alertmanager"`
@@ -122,6 +125,36 @@ type Pipeline struct {
 	MergeBuffer int `yaml:"merge_buffer"`
 }
 
+// Fleet is the two-stage deployment: an ingest stage re-keys the raw
+// topics onto an internal keyed topic, an analyze stage (a second consumer
+// group) reads it (docs/fleet.md).
+type Fleet struct {
+	// KeyedTopic is the internal topic; empty turns the fleet off.
+	KeyedTopic string `yaml:"keyed_topic"`
+	// KeyedPartitions is its partition count, fixed once created: the
+	// analyze stage's parallelism.
+	KeyedPartitions int `yaml:"keyed_partitions"`
+	// ReplicationFactor and MinInsyncReplicas for creating it; -1 and 0
+	// take the brokers' defaults.
+	ReplicationFactor int `yaml:"replication_factor"`
+	MinInsyncReplicas int `yaml:"min_insync_replicas"`
+	// Retention of the keyed topic: long enough for an analyze member to
+	// catch up after an outage.
+	Retention time.Duration `yaml:"retention"`
+	// Role is what `run` runs: both stages (default), ingest or analyze.
+	Role string `yaml:"role"`
+	// AnalyzeGroupID is the analyze stage's consumer group (default
+	// kafka.group_id + "-analyze").
+	AnalyzeGroupID string `yaml:"analyze_group_id"`
+}
+
+// Fleet roles.
+const (
+	RoleBoth    = "both"
+	RoleIngest  = "ingest"
+	RoleAnalyze = "analyze"
+)
+
 // Alertmanager is where findings are pushed (empty URLs: off).
 type Alertmanager struct {
 	URLs           []string      `yaml:"urls"`
@@ -175,6 +208,7 @@ func Default() Config {
 			PartitionIdleTimeout: 5 * time.Second,
 			MergeBuffer:          100_000,
 		},
+		Fleet:  Fleet{KeyedPartitions: 12, ReplicationFactor: -1, Retention: 24 * time.Hour, Role: RoleBoth},
 		Detect: detect.DefaultConfig(),
 		Alertmanager: Alertmanager{
 			ResendInterval: time.Minute,

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -99,6 +100,25 @@ func (c *Config) Validate() error {
 	}
 	if p.MergeBuffer < 2 {
 		return fmt.Errorf("pipeline.merge_buffer: want at least 2 events (default 100000)")
+	}
+	if f := c.Fleet; f.KeyedTopic != "" {
+		switch f.Role {
+		case RoleBoth, RoleIngest, RoleAnalyze:
+		default:
+			return fmt.Errorf("fleet.role: want both, ingest or analyze, got %q", f.Role)
+		}
+		if f.KeyedPartitions < 1 {
+			return fmt.Errorf("fleet.keyed_partitions: want at least 1 (default 12)")
+		}
+		if f.ReplicationFactor == 0 || f.ReplicationFactor < -1 {
+			return fmt.Errorf("fleet.replication_factor: want -1 (the brokers' default) or at least 1")
+		}
+		if f.Retention <= 0 {
+			return fmt.Errorf("fleet.retention: want a positive duration (default 24h)")
+		}
+		if slices.Contains(c.Kafka.Topics, f.KeyedTopic) {
+			return fmt.Errorf("fleet.keyed_topic: %q is also one of kafka.topics; the keyed topic is internal", f.KeyedTopic)
+		}
 	}
 	if p.LabelCap < 1 {
 		return fmt.Errorf("pipeline.label_cap: want at least 1")

@@ -65,6 +65,11 @@ type Config struct {
 	// MaxBuffered bounds the events held; past it the oldest are released
 	// early. Default 100,000 (about 60 MB: an event held takes about 600 B).
 	MaxBuffered int
+	// Discover says the partitions are learned from the events (no Assign:
+	// the fleet's analyze stage merges by raw partition, read from each
+	// keyed record): nothing is released until IdleTimeout after the first
+	// event, so every source is heard before the watermark moves.
+	Discover bool
 	// Lateness is how far behind the released stream an event may arrive
 	// and still be taken into account by the stages downstream (they keep
 	// their own reorder allowance); an event further behind is counted as
@@ -145,6 +150,7 @@ type Merger struct {
 	// is late.
 	released  int64
 	watermark int64
+	firstAdd  time.Time
 	stats     Stats
 	gate      gate
 }
@@ -226,6 +232,9 @@ func (m *Merger) Add(p Partition, e *event.Event, appended, now time.Time) {
 	pt := m.part(p, now)
 	pt.lastHeard, pt.heard = now, true
 	pt.pending = append(pt.pending, ts)
+	if m.firstAdd.IsZero() {
+		m.firstAdd = now
+	}
 	if ts < m.released {
 		m.stats.Reordered++
 		late := ts < m.released-int64(m.cfg.Lateness)
@@ -331,6 +340,10 @@ func (m *Merger) Advance(now time.Time) {
 		}
 	}
 	m.stats.Partitions, m.stats.Idle = active, idle
+	if m.cfg.Discover && (m.firstAdd.IsZero() || now.Sub(m.firstAdd) < m.cfg.IdleTimeout) {
+		m.updateGate(now)
+		return // warming up: the sources not heard yet may hold older events
+	}
 	if active == 0 {
 		// Every partition is idle: what is held is all there is.
 		wm = math.MinInt64

@@ -251,3 +251,27 @@ func TestEmitterAheadDoesNotDragTheWatermark(t *testing.T) {
 		t.Fatalf("stats %+v: the ordinary events became late", s)
 	}
 }
+
+// With partitions learned from the events, nothing is released until every
+// source has had IdleTimeout to be heard.
+func TestDiscoveredPartitionsWarmUpBeforeTheFirstRelease(t *testing.T) {
+	var o out
+	m := New(Config{IdleTimeout: 5 * time.Second, Discover: true}, o.emit)
+	now := time.Now()
+	m.Add(p0, ev(10), now, now)
+	m.Advance(now)
+	if len(o.ts) != 0 {
+		t.Fatal("released before the other sources could be heard")
+	}
+	m.Add(p1, ev(5), now, now.Add(time.Second)) // an older source shows up
+	m.Advance(now.Add(time.Second))
+	m.Add(p0, ev(11), now, now.Add(6*time.Second))
+	m.Add(p1, ev(12), now, now.Add(6*time.Second))
+	m.Advance(now.Add(6 * time.Second))
+	if len(o.ts) == 0 || !o.ts[0].Equal(ev(5).TS) {
+		t.Fatalf("released %v, want the older source's event first", o.ts)
+	}
+	if s := m.Stats(); s.Reordered != 0 {
+		t.Fatalf("stats %+v: nothing should be out of order", s)
+	}
+}

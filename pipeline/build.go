@@ -16,6 +16,7 @@ import (
 	"github.com/tokenwatch/tokenwatch/ingest/consumer"
 	"github.com/tokenwatch/tokenwatch/ingest/redact"
 	"github.com/tokenwatch/tokenwatch/metrics"
+	"github.com/tokenwatch/tokenwatch/rekey"
 	"github.com/tokenwatch/tokenwatch/sli"
 	"github.com/tokenwatch/tokenwatch/slo"
 )
@@ -42,15 +43,30 @@ type StoreReplayer interface {
 }
 
 // Build assembles decoder, redaction guard, stages, side topics and the
-// pipeline from the config; metrics go on reg. The caller sets the acker
-// (the consumer group) and runs it.
+// pipeline from the config, as one process that does everything (no
+// re-keying); metrics go on reg. The caller sets the acker (the consumer
+// group) and runs it.
 func Build(c config.Config, st StoreReplayer, reg prometheus.Registerer, log *slog.Logger) (*Built, error) {
+	return BuildStage(c, "", st, reg, log)
+}
+
+// BuildStage assembles one stage of the fleet (docs/fleet.md): role
+// config.RoleIngest reads the raw topics, stores the events, feeds the SLI
+// exporter and publishes every accepted event to fleet.keyed_topic;
+// config.RoleAnalyze reads the keyed topic (its consumer group reads
+// fleet.keyed_topic) and runs the revocation tracker and the detectors,
+// storing findings and revocations. Role "" is the single process.
+func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.Registerer, log *slog.Logger) (*Built, error) {
 	format, err := ingest.ParseFormat(c.Kafka.Format)
 	if err != nil {
 		return nil, fmt.Errorf("kafka.format: %w", err)
 	}
-	dec, err := ingest.NewDecoder(format)
-	if err != nil {
+	var dec Decoder
+	if role == config.RoleAnalyze {
+		if dec, err = rekey.NewDecoder(c.Fleet.KeyedPartitions, reg); err != nil {
+			return nil, err
+		}
+	} else if dec, err = ingest.NewDecoder(format); err != nil {
 		return nil, err
 	}
 	if c.Redaction.Key == "" {
@@ -67,6 +83,31 @@ func Build(c config.Config, st StoreReplayer, reg prometheus.Registerer, log *sl
 	m := metrics.New(reg)
 	b := &Built{Stages: stages, Metrics: m}
 	opts := Options{Decoder: dec, Guard: guard, Observers: []Observer{stages}, Store: st, Replayer: st, Metrics: m, Log: log}
+	rebuild := c.Pipeline.RebuildWindow
+	switch role {
+	case config.RoleIngest:
+		opts.Observers = []Observer{exporterOnly{stages.Exporter}}
+		tr, err := consumer.Transport(c.Kafka)
+		if err != nil {
+			return nil, err
+		}
+		pub, err := rekey.NewPublisher(rekey.PublisherConfig{Brokers: c.Kafka.Brokers, Topic: c.Fleet.KeyedTopic,
+			Partitions: c.Fleet.KeyedPartitions, Transport: tr}, log)
+		if err != nil {
+			return nil, err
+		}
+		opts.Publisher = pub
+		b.closers = append(b.closers, pub.Close)
+		rebuild = 0 // no detectors here
+	case config.RoleAnalyze:
+		opts.Guard = nil // the ingest stage guarded every event it published
+		opts.Observers = []Observer{detectorsOnly{stages}}
+		opts.Store = eventsStoredByIngest{st}
+		// The stored events are keyed by their raw partitions, not by the
+		// keyed partitions this member owns: rebuilding from them is the
+		// failover issue's work (docs/fleet.md).
+		rebuild = 0
+	}
 	if c.Kafka.DeadLetterTopic != "" || c.Kafka.QuarantineTopic != "" {
 		tr, err := consumer.Transport(c.Kafka)
 		if err != nil {
@@ -86,7 +127,7 @@ func Build(c config.Config, st StoreReplayer, reg prometheus.Registerer, log *sl
 	p, err := New(Config{
 		BatchRows: c.ClickHouse.BatchRows, BatchInterval: c.ClickHouse.BatchInterval,
 		MaxPendingBatches: c.ClickHouse.MaxPendingBatches, RetryInitial: c.ClickHouse.RetryInitial,
-		RetryMax: c.ClickHouse.RetryMax, LabelCap: c.Pipeline.LabelCap, RebuildWindow: c.Pipeline.RebuildWindow,
+		RetryMax: c.ClickHouse.RetryMax, LabelCap: c.Pipeline.LabelCap, RebuildWindow: rebuild,
 		EventTime: eventtime.Config{IdleTimeout: c.Pipeline.PartitionIdleTimeout, MaxBuffered: c.Pipeline.MergeBuffer,
 			Lateness: c.Pipeline.Lateness},
 	}, opts)

@@ -30,6 +30,31 @@ type Decoder interface {
 	Decode(src event.Source, value []byte, out []event.Event) ([]event.Event, []error)
 }
 
+// MessageDecoder is a Decoder that reads the whole message, headers
+// included (the keyed topic's records carry their source there).
+type MessageDecoder interface {
+	DecodeMessage(m *consumer.Message, out []event.Event) ([]event.Event, []error)
+}
+
+// SourcePartitioner is a MessageDecoder whose messages carry events of
+// other partitions (the keyed topic carries each event's raw source): the
+// event-time merge then keeps a watermark per source partition, read from
+// the message, since each source partition's events arrive in its own
+// order whichever keyed partition carries them. The consumer's own
+// partitions are not tracked by the merge then.
+type SourcePartitioner interface {
+	MergePartition(m *consumer.Message) (eventtime.Partition, bool)
+}
+
+// Publisher hands every accepted event on to the keyed topic (the fleet's
+// ingest stage, package rekey). A batch's raw offsets are acknowledged only
+// once Wait says everything published before its Mark is written.
+type Publisher interface {
+	Publish(e *event.Event, record int)
+	Mark() uint64
+	Wait(ctx context.Context, mark uint64) error
+}
+
 // Guard replaces leaked credentials in place and names the fields it changed.
 type Guard interface {
 	Apply(e *event.Event) []string
@@ -106,6 +131,7 @@ type Config struct {
 // Options are the pipeline's collaborators; nil ones are off.
 type Options struct {
 	Decoder    Decoder
+	Publisher  Publisher
 	Guard      Guard
 	Observers  []Observer
 	Store      Store
@@ -151,7 +177,8 @@ type Pipeline struct {
 	revs       []store.Revocation
 	decoded    []event.Event
 	merge      *eventtime.Merger
-	trigger    time.Time // append time of the event being observed
+	srcParts   SourcePartitioner // nil: merge by the consumed partitions
+	trigger    time.Time         // append time of the event being observed
 	batchStart time.Time
 	lateSeen   map[string]int64 // stage late counts already exported
 	forced     int64            // merge's forced releases already exported
@@ -172,6 +199,7 @@ type item struct {
 	triggers []time.Time
 	revs     []store.Revocation
 	barrier  chan error
+	mark     uint64 // the publisher's mark at this batch's end
 }
 
 // New builds a pipeline; Run starts it.
@@ -205,6 +233,8 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 		reasons:  map[string]int64{},
 		lateSeen: map[string]int64{},
 	}
+	p.srcParts, _ = o.Decoder.(SourcePartitioner)
+	cfg.EventTime.Discover = p.srcParts != nil
 	p.merge = eventtime.New(cfg.EventTime, p.observe)
 	return p, nil
 }
@@ -266,6 +296,9 @@ func (p *Pipeline) Deliver(ctx context.Context, msgs []consumer.Message) error {
 // reads, before their readers start: each holds the watermark back until it
 // delivers or goes idle, so its first events are not late.
 func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int32) error {
+	if p.srcParts != nil {
+		return nil
+	}
 	return p.onLoop(ctx, func() {
 		now := time.Now()
 		for _, part := range partitions {
@@ -277,6 +310,9 @@ func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int3
 // Backlog tells the merge a partition's reader starts with a backlog: it
 // holds the watermark back until it delivers.
 func (p *Pipeline) Backlog(ctx context.Context, topic string, partition int32, lag int64) error {
+	if p.srcParts != nil {
+		return nil
+	}
 	return p.onLoop(ctx, func() {
 		p.merge.Backlog(eventtime.Partition{Topic: topic, Partition: partition}, lag, time.Now())
 	})
@@ -284,6 +320,9 @@ func (p *Pipeline) Backlog(ctx context.Context, topic string, partition int32, l
 
 // Revoked tells the merge these partitions are read elsewhere now.
 func (p *Pipeline) Revoked(ctx context.Context, topic string, partitions []int32) error {
+	if p.srcParts != nil {
+		return nil
+	}
 	return p.onLoop(ctx, func() {
 		for _, part := range partitions {
 			p.merge.Revoke(eventtime.Partition{Topic: topic, Partition: part})
@@ -596,9 +635,18 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 	for i := range msgs {
 		m := &msgs[i]
 		src := eventtime.Partition{Topic: m.Src.Topic, Partition: m.Src.Partition}
+		if p.srcParts != nil {
+			if s, ok := p.srcParts.MergePartition(m); ok {
+				src = s
+			}
+		}
 		p.merge.Heard(src, now)
 		var errs []error
-		p.decoded, errs = p.o.Decoder.Decode(m.Src, m.Value, p.decoded[:0])
+		if md, ok := p.o.Decoder.(MessageDecoder); ok {
+			p.decoded, errs = md.DecodeMessage(m, p.decoded[:0])
+		} else {
+			p.decoded, errs = p.o.Decoder.Decode(m.Src, m.Value, p.decoded[:0])
+		}
 		for _, err := range errs {
 			p.reject(m, err)
 		}
@@ -625,12 +673,15 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 				}
 			}
 			p.batch.Add(e)
+			if p.o.Publisher != nil {
+				p.o.Publisher.Publish(e, j)
+			}
 			p.merge.Add(src, e, m.Time, now)
 			p.accepted.Add(1)
 		}
 		p.o.Metrics.Accepted.WithLabelValues(m.Src.Topic).Add(float64(len(p.decoded)))
 	}
-	if len(msgs) > 0 {
+	if len(msgs) > 0 && p.srcParts == nil {
 		last := &msgs[len(msgs)-1]
 		p.merge.Backlog(eventtime.Partition{Topic: last.Src.Topic, Partition: last.Src.Partition}, last.Lag, now)
 	}
@@ -676,6 +727,9 @@ func (p *Pipeline) flush(barrier chan error) {
 // takeBatch moves what the pipeline holds into a work item.
 func (p *Pipeline) takeBatch(barrier chan error) *item {
 	it := &item{batch: p.batch, revs: p.revs, barrier: barrier}
+	if p.o.Publisher != nil {
+		it.mark = p.o.Publisher.Mark()
+	}
 	for id, f := range p.findings {
 		it.findings = append(it.findings, f)
 		it.triggers = append(it.triggers, p.triggers[id])
@@ -712,6 +766,9 @@ func (p *Pipeline) insertLoop(ctx context.Context) {
 		}
 		if err == nil && len(it.revs) > 0 {
 			err = p.retry(ctx, "insert_revocations", func() error { return p.o.Store.InsertRevocations(ctx, it.revs) })
+		}
+		if err == nil && p.o.Publisher != nil {
+			err = p.o.Publisher.Wait(ctx, it.mark) // the keyed copies are acknowledged too
 		}
 		if err == nil {
 			n := it.batch.Len()

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"time"
 
 	"github.com/tokenwatch/tokenwatch/detect"
@@ -125,3 +126,29 @@ func RevocationRows(r sli.Revocation) []store.Revocation {
 	}
 	return out
 }
+
+// exporterOnly is the fleet's ingest stage's observer: the SLI exporter
+// counts every accepted event once, here; the detectors run in the analyze
+// stage.
+type exporterOnly struct{ e *sli.Exporter }
+
+func (x exporterOnly) Observe(e *event.Event) { x.e.Observe(e) }
+func (exporterOnly) Replay(*event.Event)      {}
+func (exporterOnly) Tick(time.Time)           {}
+func (exporterOnly) Flush()                   {}
+
+// detectorsOnly is the fleet's analyze stage's observer: the revocation
+// tracker and the detectors; the events were counted on /metrics by the
+// ingest stage.
+type detectorsOnly struct{ *Stages }
+
+func (d detectorsOnly) Observe(e *event.Event) {
+	d.Tracker.Observe(e)
+	d.Detect.Observe(e)
+}
+
+// eventsStoredByIngest is the analyze stage's store: the ingest stage
+// stored the events; findings and revocations are stored here.
+type eventsStoredByIngest struct{ Store }
+
+func (eventsStoredByIngest) InsertEvents(context.Context, *store.Batch) error { return nil }

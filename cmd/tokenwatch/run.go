@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/tokenwatch/tokenwatch/config"
 	"github.com/tokenwatch/tokenwatch/ingest/consumer"
@@ -30,12 +32,22 @@ SIGINT/SIGTERM: it flushes, commits and exits.
 
 Run 'tokenwatch migrate' once first. See docs/config.md for every key.`, stdout, stderr)
 	cf.register(fs)
+	role := fs.String("role", "", "with fleet.keyed_topic set: run both stages, or only ingest or analyze (the key fleet.role; docs/fleet.md)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	c, err := cf.load()
 	if err != nil {
 		return err
+	}
+	if *role != "" {
+		if c.Fleet.KeyedTopic == "" {
+			return usagef("--role needs fleet.keyed_topic (the fleet's internal topic; docs/fleet.md)")
+		}
+		c.Fleet.Role = *role
+		if err := c.Validate(); err != nil {
+			return usagef("--role: %v", err)
+		}
 	}
 	log := newLogger(c.Log, stderr)
 	st, err := store.Open(ctx, c.ClickHouse)
@@ -65,56 +77,158 @@ Run 'tokenwatch migrate' once first. See docs/config.md for every key.`, stdout,
 	return nil
 }
 
-// service is a running consumer group feeding a pipeline.
+// service is the running stages: one consumer group feeding one pipeline,
+// or, with fleet.keyed_topic set, the fleet's ingest and analyze stages
+// (docs/fleet.md), each its own consumer group and pipeline.
 type service struct {
-	Pipeline *pipeline.Pipeline
+	Pipeline *pipeline.Pipeline // the stage reading the raw topics (or the analyze stage alone)
 	Stages   *pipeline.Stages
-	cancelG  context.CancelFunc
-	cancelP  context.CancelFunc
-	gdone    chan struct{}
-	pdone    chan struct{}
-	closers  []func()
+	stages   []*stage
+}
+
+type stage struct {
+	cancelG, cancelP context.CancelFunc
+	gdone, pdone     chan struct{}
+	close            func()
 }
 
 // startService wires and starts the stages for c. Stop drains in order: the
 // consumer first (so it can hand its partitions over clean), then the
-// pipeline's last batch.
+// pipeline's last batch; the ingest stage before the analyze stage.
 func startService(ctx context.Context, c config.Config, st *store.Store, reg *prometheus.Registry, log *slog.Logger) (*service, error) {
-	built, err := pipeline.Build(c, st, reg, log)
-	if err != nil {
+	s := &service{}
+	if c.Fleet.KeyedTopic == "" {
+		built, err := pipeline.Build(c, st, reg, log)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.start(ctx, built, c.Kafka, st.StoredOffsets, true, log); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	if err := ensureKeyedTopic(ctx, c, log); err != nil {
 		return nil, err
 	}
-	group, err := consumer.New(c.Kafka, st.StoredOffsets, built.Metrics, log)
+	roles := []string{config.RoleIngest, config.RoleAnalyze}
+	if c.Fleet.Role != config.RoleBoth {
+		roles = []string{c.Fleet.Role}
+	}
+	for _, role := range roles {
+		slg := log.With("stage", role)
+		built, err := pipeline.BuildStage(c, role, st, prometheus.WrapRegistererWith(prometheus.Labels{"stage": role}, reg), slg)
+		if err != nil {
+			s.Stop()
+			return nil, err
+		}
+		kc, stored, rebuild := c.Kafka, st.StoredOffsets, true
+		if role == config.RoleAnalyze {
+			kc.Topics, kc.GroupID, kc.Format = []string{c.Fleet.KeyedTopic}, analyzeGroupID(c), "json"
+			stored, rebuild = nil, false // keyed offsets are the group's own; rebuilding is Fleet 3/4's
+		}
+		if err := s.start(ctx, built, kc, stored, rebuild, slg); err != nil {
+			s.Stop()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func analyzeGroupID(c config.Config) string {
+	if c.Fleet.AnalyzeGroupID != "" {
+		return c.Fleet.AnalyzeGroupID
+	}
+	return c.Kafka.GroupID + "-analyze"
+}
+
+func (s *service) start(ctx context.Context, built *pipeline.Built, kc config.Kafka, stored consumer.StoredOffsets, rebuild bool, log *slog.Logger) error {
+	group, err := consumer.New(kc, stored, built.Metrics, log)
 	if err != nil {
 		built.Close()
-		return nil, err
+		return err
 	}
 	built.Pipeline.SetAcker(group)
-	group.SetRebuilder(built.Pipeline)
-	s := &service{Pipeline: built.Pipeline, Stages: built.Stages, gdone: make(chan struct{}), pdone: make(chan struct{}), closers: []func(){built.Close}}
+	if rebuild {
+		group.SetRebuilder(built.Pipeline)
+	}
+	if s.Pipeline == nil {
+		s.Pipeline, s.Stages = built.Pipeline, built.Stages
+	}
+	r := &stage{gdone: make(chan struct{}), pdone: make(chan struct{}), close: built.Close}
 	pctx, pcancel := context.WithCancel(context.Background())
-	s.cancelP = pcancel
-	go func() { defer close(s.pdone); _ = built.Pipeline.Run(pctx) }()
+	r.cancelP = pcancel
+	go func() { defer close(r.pdone); _ = built.Pipeline.Run(pctx) }()
 	gctx, gcancel := context.WithCancel(ctx)
-	s.cancelG = gcancel
+	r.cancelG = gcancel
 	go func() {
-		defer close(s.gdone)
+		defer close(r.gdone)
 		if err := group.Run(gctx, built.Pipeline); err != nil {
 			log.Error("kafka consumer stopped", "err", err)
 		}
 	}()
-	return s, nil
+	s.stages = append(s.stages, r)
+	return nil
 }
 
-// Stop drains and stops; safe to call once.
+// Stop drains and stops every stage, in the order they started; safe to
+// call once.
 func (s *service) Stop() {
-	s.cancelG()
-	<-s.gdone
-	s.cancelP()
-	<-s.pdone
-	for _, c := range s.closers {
-		c()
+	for _, r := range s.stages {
+		r.cancelG()
+		<-r.gdone
+		r.cancelP()
+		<-r.pdone
+		r.close()
 	}
+}
+
+// ensureKeyedTopic creates the fleet's keyed topic when it does not exist,
+// with its configured partitions, replication, retention and
+// min.insync.replicas; an existing one is checked for its partition count
+// (the keys' placement depends on it).
+func ensureKeyedTopic(ctx context.Context, c config.Config, log *slog.Logger) error {
+	f := c.Fleet
+	d, err := consumer.Dialer(c.Kafka)
+	if err != nil {
+		return err
+	}
+	var conn *kafka.Conn
+	for _, b := range c.Kafka.Brokers {
+		if conn, err = d.DialContext(ctx, "tcp", b); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("fleet.keyed_topic: cannot reach a broker: %w", err)
+	}
+	defer conn.Close()
+	if parts, err := conn.ReadPartitions(f.KeyedTopic); err == nil && len(parts) > 0 {
+		if len(parts) != f.KeyedPartitions {
+			return fmt.Errorf("fleet.keyed_topic %s has %d partitions, fleet.keyed_partitions says %d: keys would be placed on the wrong members (set the key to %d, or recreate the topic)",
+				f.KeyedTopic, len(parts), f.KeyedPartitions, len(parts))
+		}
+		return nil
+	}
+	ctrl, err := conn.Controller()
+	if err != nil {
+		return fmt.Errorf("fleet.keyed_topic: find the controller: %w", err)
+	}
+	cc, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
+	if err != nil {
+		return fmt.Errorf("fleet.keyed_topic: dial the controller: %w", err)
+	}
+	defer cc.Close()
+	entries := []kafka.ConfigEntry{{ConfigName: "retention.ms", ConfigValue: strconv.FormatInt(f.Retention.Milliseconds(), 10)}}
+	if f.MinInsyncReplicas > 0 {
+		entries = append(entries, kafka.ConfigEntry{ConfigName: "min.insync.replicas", ConfigValue: strconv.Itoa(f.MinInsyncReplicas)})
+	}
+	if err := cc.CreateTopics(kafka.TopicConfig{Topic: f.KeyedTopic, NumPartitions: f.KeyedPartitions,
+		ReplicationFactor: f.ReplicationFactor, ConfigEntries: entries}); err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("fleet.keyed_topic: create %s: %w", f.KeyedTopic, err)
+	}
+	log.Info("keyed topic created", "topic", f.KeyedTopic, "partitions", f.KeyedPartitions, "replication_factor", f.ReplicationFactor,
+		"retention", f.Retention, "min_insync_replicas", f.MinInsyncReplicas)
+	return nil
 }
 
 func checkSchema(ctx context.Context, st *store.Store) error {

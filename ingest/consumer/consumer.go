@@ -31,6 +31,9 @@ type Message struct {
 	// Lag is how many messages of the partition the broker held past this
 	// chunk when it was fetched (set on a chunk's last message).
 	Lag int64
+	// Headers are the record's headers (the keyed topic carries the
+	// event's source in them).
+	Headers []kafka.Header
 }
 
 // Sink receives what the consumer reads. Deliver may block: that is the
@@ -367,10 +370,11 @@ func (g *Group) readPartition(ctx context.Context, topic string, part int, offse
 
 func toMessage(m kafka.Message) Message {
 	return Message{
-		Src:   event.Source{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset},
-		Key:   m.Key,
-		Value: m.Value,
-		Time:  m.Time,
+		Src:     event.Source{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset},
+		Key:     m.Key,
+		Value:   m.Value,
+		Time:    m.Time,
+		Headers: m.Headers,
 	}
 }
 

@@ -1,0 +1,197 @@
+package pipeline_test
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenwatch/tokenwatch/config"
+	"github.com/tokenwatch/tokenwatch/event"
+	"github.com/tokenwatch/tokenwatch/finding"
+	"github.com/tokenwatch/tokenwatch/gen"
+	"github.com/tokenwatch/tokenwatch/ingest"
+	"github.com/tokenwatch/tokenwatch/ingest/consumer"
+	"github.com/tokenwatch/tokenwatch/internal/testkit"
+	"github.com/tokenwatch/tokenwatch/pipeline"
+	"github.com/tokenwatch/tokenwatch/rekey"
+)
+
+// perServiceKinds keep state no key owns (per service, kid, client): exact
+// in a fleet only with the aggregate owner (Fleet 2/4).
+var perServiceKinds = []finding.Kind{finding.ClockSkew, finding.KeyRotationBreak}
+
+func perKey(in []incident) []incident {
+	return slices.DeleteFunc(slices.Clone(in), func(i incident) bool { return slices.Contains(perServiceKinds, i.kind) })
+}
+
+// member is one running stage: its pipeline and consumer group.
+type member struct {
+	built *pipeline.Built
+	reg   *prometheus.Registry
+	stop  func()
+	logs  *syncBuffer
+}
+
+func startStage(t *testing.T, h *harness, cc config.Config, role string, kcfg config.Kafka) *member {
+	t.Helper()
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	reg := prometheus.NewRegistry()
+	built, err := pipeline.BuildStage(cc, role, h.store, reg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	group, err := consumer.New(kcfg, h.store.StoredOffsets, built.Metrics, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if role == config.RoleAnalyze {
+		group, err = consumer.New(kcfg, nil, built.Metrics, log) // keyed offsets are not in the events table
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	built.Pipeline.SetAcker(group)
+	pctx, pcancel := context.WithCancel(context.Background())
+	pdone := make(chan struct{})
+	go func() { defer close(pdone); _ = built.Pipeline.Run(pctx) }()
+	gctx, gcancel := context.WithCancel(context.Background())
+	gdone := make(chan struct{})
+	go func() { defer close(gdone); _ = group.Run(gctx, built.Pipeline) }()
+	m := &member{built: built, reg: reg, logs: logs}
+	var once sync.Once
+	m.stop = func() {
+		once.Do(func() {
+			gcancel()
+			<-gdone
+			pcancel()
+			<-pdone
+			built.Close()
+		})
+	}
+	t.Cleanup(func() {
+		m.stop()
+		if t.Failed() {
+			t.Logf("%s member's log:\n%s", role, logs.String())
+		}
+	})
+	return m
+}
+
+// TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce runs the two stages of
+// the fleet on an unkeyed topic spread round-robin over 6 partitions: one
+// ingest member, three analyze members on a 6-partition keyed topic, with
+// session_id and subject missing from a third of the validations. The
+// per-token and per-family findings equal analyze's on the same events,
+// each once; every event is stored once. Then the whole keyed stream is
+// published a second time (as after an ingest crash before its commit):
+// the copies are dropped and the findings do not change.
+func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
+	spec := unkeyedSpec()
+	g, err := gen.New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []event.Event
+	n := 0
+	for b := g.Next(nil); b != nil; b = g.Next(nil) {
+		for i := range b {
+			if b[i].Kind == event.KindValidate {
+				if n++; n%3 == 0 {
+					b[i].SessionID, b[i].Subject = "", ""
+				}
+			}
+		}
+		events = append(events, b...)
+	}
+	c := config.Default()
+	c.Redaction.Key = "fleet"
+	wantAll, _ := analyzeReference(t, c, events)
+	want := perKey(wantAll)
+	if len(want) < 4 {
+		t.Fatalf("analyze found %d per-key incidents: too few to mean anything", len(want))
+	}
+
+	h := newHarness(t, 6)
+	keyed := testkit.Topic(t) + "-keyed"
+	testkit.CreateTopic(t, h.brokers, keyed, 6)
+	produceUnkeyed(t, h.brokers, h.topic, 6, ingest.FormatJSON, events)
+
+	cc := c
+	cc.Kafka = h.kcfg
+	cc.ClickHouse.Database = h.store.Database()
+	cc.ClickHouse.BatchRows, cc.ClickHouse.BatchInterval = 5000, 200*time.Millisecond
+	cc.Fleet.KeyedTopic, cc.Fleet.KeyedPartitions = keyed, 6
+	akcfg := h.kcfg
+	akcfg.Topics, akcfg.GroupID, akcfg.Format = []string{keyed}, h.kcfg.GroupID+"-analyze", "json"
+
+	part := rekey.NewPartitioner(6)
+	var keyedTotal int64
+	for i := range events {
+		keyedTotal += int64(len(part.Partitions(rekey.RouteOf(&events[i]), nil)))
+	}
+	ing := startStage(t, h, cc, config.RoleIngest, h.kcfg)
+	var analyzers []*member
+	for range 3 {
+		analyzers = append(analyzers, startStage(t, h, cc, config.RoleAnalyze, akcfg))
+	}
+	consumed := func() int64 {
+		var n int64
+		for _, a := range analyzers {
+			n += a.built.Pipeline.Stats().Consumed
+		}
+		return n
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for (ing.built.Pipeline.Stats().Stored < int64(len(events)) || consumed() < keyedTotal) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	ing.stop()
+	if s := ing.built.Pipeline.Stats(); s.Stored != int64(len(events)) {
+		t.Fatalf("the ingest stage stored %d of %d events", s.Stored, len(events))
+	}
+	if got := consumed(); got < keyedTotal {
+		t.Fatalf("the analyze members read %d of the %d keyed records", got, keyedTotal)
+	}
+	var stored uint64
+	if err := h.store.Conn().QueryRow(context.Background(), `SELECT count() FROM `+h.store.Database()+`.events`).Scan(&stored); err != nil || stored != uint64(len(events)) {
+		t.Fatalf("the events table holds %d rows (err %v), want each of the %d events once", stored, err, len(events))
+	}
+	// Redelivery: the whole keyed stream again, same sources.
+	pub, err := rekey.NewPublisher(rekey.PublisherConfig{Brokers: h.brokers, Topic: keyed, Partitions: 6}, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.store.ReplayEvents(context.Background(), h.topic, []int32{0, 1, 2, 3, 4, 5}, time.Time{}, func(e *event.Event) {
+		pub.Publish(e, 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Wait(context.Background(), pub.Mark()); err != nil {
+		t.Fatal(err)
+	}
+	pub.Close()
+	deadline = time.Now().Add(2 * time.Minute)
+	for consumed() < 2*keyedTotal && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, a := range analyzers {
+		a.stop()
+	}
+	var redelivered float64
+	for _, a := range analyzers {
+		redelivered += metricValue(t, a.reg, `tokenwatch_rekey_copies_dropped_total{cause="redelivered"}`)
+	}
+	if redelivered != float64(keyedTotal) {
+		t.Errorf("the analyze members dropped %v redelivered records, want every one of the %d published again", redelivered, keyedTotal)
+	}
+	got, _ := storedResults(t, h)
+	if g := perKey(got); !slices.Equal(g, want) {
+		t.Errorf("per-key findings differ from analyze's:\n fleet:   %v\n analyze: %v", g, want)
+	}
+}

@@ -1,0 +1,90 @@
+package rekey
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenwatch/tokenwatch/event"
+	"github.com/tokenwatch/tokenwatch/eventtime"
+	"github.com/tokenwatch/tokenwatch/ingest"
+	"github.com/tokenwatch/tokenwatch/ingest/consumer"
+)
+
+// Decoder reads the keyed topic for the analyze stage: each record is one
+// event as JSON v1 with its source in headers. Copies (redelivered, or
+// fanned out to several partitions this member owns) are dropped here,
+// before the detectors, and counted.
+type Decoder struct {
+	json    *ingest.Decoder
+	part    *Partitioner
+	dedup   *Dedup
+	dropped *prometheus.CounterVec
+	scratch []int32
+}
+
+// NewDecoder is for a keyed topic of partitions partitions; the copy
+// counter goes on reg (nil: none).
+func NewDecoder(partitions int, reg prometheus.Registerer) (*Decoder, error) {
+	dec, err := ingest.NewDecoder(ingest.FormatJSON)
+	if err != nil {
+		return nil, err
+	}
+	d := &Decoder{json: dec, part: NewPartitioner(partitions), dedup: NewDedup(0),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenwatch_rekey_copies_dropped_total",
+			Help: "Keyed records dropped before the detectors because this member had seen the event: redelivered (an ingest member produced a range again) or fanned_out (reached several partitions this member owns).",
+		}, []string{"cause"})}
+	if reg != nil {
+		if err := reg.Register(d.dropped); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// Decode refuses a record without its message: the source is in headers.
+func (d *Decoder) Decode(src event.Source, _ []byte, out []event.Event) ([]event.Event, []error) {
+	return out, []error{fmt.Errorf("topic %s partition %d offset %d: keyed records are read with their headers", src.Topic, src.Partition, src.Offset)}
+}
+
+// DecodeMessage decodes one keyed record and drops it when it is a copy.
+func (d *Decoder) DecodeMessage(m *consumer.Message, out []event.Event) ([]event.Event, []error) {
+	src, err := SourceOf(m.Headers)
+	if err != nil {
+		return out, []error{&ingest.Error{Src: m.Src, Format: ingest.FormatJSON, Record: -1, Reason: ingest.ReasonMissingField,
+			Field: "header " + HeaderTopic, Problem: err.Error(), Expected: "the source headers the ingest stage writes"}}
+	}
+	n := len(out)
+	out, errs := d.json.Decode(m.Src, m.Value, out)
+	if len(out) == n {
+		return out, errs
+	}
+	e := &out[n]
+	d.scratch = d.part.Partitions(RouteOf(e), d.scratch[:0])
+	before := d.dedup.Redelivered
+	if d.dedup.Copy(m.Src.Partition, src, len(d.scratch) > 1) {
+		cause := "fanned_out"
+		if d.dedup.Redelivered > before {
+			cause = "redelivered"
+		}
+		d.dropped.WithLabelValues(cause).Inc()
+		return out[:n], errs
+	}
+	return out, errs
+}
+
+// MergePartition names the stream a keyed record belongs to for the
+// analyze stage's event-time merge: its raw partition as carried by this
+// keyed partition. A raw partition's events reach each keyed partition in
+// their own order (one ingest member publishes them in order), but not
+// across keyed partitions, which are read at different speeds; so each
+// (raw partition, keyed partition) pair is a stream with its own watermark.
+func (d *Decoder) MergePartition(m *consumer.Message) (eventtime.Partition, bool) {
+	src, err := SourceOf(m.Headers)
+	if err != nil {
+		return eventtime.Partition{}, false
+	}
+	return eventtime.Partition{Topic: src.Topic + " via " + m.Src.Topic + "/" + strconv.Itoa(int(m.Src.Partition)), Partition: src.Partition}, true
+}
