@@ -19,6 +19,7 @@ type Pipeline struct {
 	MergeBuffered      prometheus.Gauge
 	MergeForced        prometheus.Counter
 	MergeIdle          prometheus.Gauge
+	PartialView        *prometheus.GaugeVec
 	Stored             prometheus.Counter
 	Rejected           *prometheus.CounterVec
 	RedactionViolation *prometheus.CounterVec
@@ -57,6 +58,10 @@ func New(reg prometheus.Registerer) *Pipeline {
 		MergeForced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenwatch_event_time_forced_total", Help: "Events released before the watermark reached them because the merge buffer was full; partitions behind then arrive late.",
 		}),
+		PartialView: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tokenwatch_detectors_partial_view",
+			Help: "1 when this fleet analyze member reads only a share of the keyed partitions, so the detector kind (per service, kid or client state) judges a sample of the events; 0 when it reads them all.",
+		}, []string{"kind"}),
 		MergeIdle: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tokenwatch_event_time_idle_partitions", Help: "Partitions excluded from the watermark because they delivered nothing for pipeline.partition_idle_timeout.",
 		}),
@@ -97,7 +102,7 @@ func New(reg prometheus.Registerer) *Pipeline {
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30},
 		}),
 	}
-	reg.MustRegister(p.Consumed, p.Decoded, p.Accepted, p.Late, p.Watermark, p.MergeBuffered, p.MergeForced, p.MergeIdle, p.Stored, p.Rejected, p.RedactionViolation, p.BatchRows, p.FlushSeconds,
+	reg.MustRegister(p.Consumed, p.Decoded, p.Accepted, p.Late, p.Watermark, p.MergeBuffered, p.MergeForced, p.MergeIdle, p.PartialView, p.Stored, p.Rejected, p.RedactionViolation, p.BatchRows, p.FlushSeconds,
 		p.Lag, p.CHErrors, p.CHRetries, p.DeadLettered, p.Committed, p.FindingLatency)
 	return p
 }

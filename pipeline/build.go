@@ -84,6 +84,7 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 	b := &Built{Stages: stages, Metrics: m}
 	opts := Options{Decoder: dec, Guard: guard, Observers: []Observer{stages}, Store: st, Replayer: st, Metrics: m, Log: log}
 	rebuild := c.Pipeline.RebuildWindow
+	keyedPartitions := 0
 	switch role {
 	case config.RoleIngest:
 		opts.Observers = []Observer{exporterOnly{stages.Exporter}}
@@ -103,6 +104,7 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		opts.Guard = nil // the ingest stage guarded every event it published
 		opts.Observers = []Observer{detectorsOnly{stages}}
 		opts.Store = eventsStoredByIngest{st}
+		keyedPartitions = c.Fleet.KeyedPartitions
 		// The stored events are keyed by their raw partitions, not by the
 		// keyed partitions this member owns: rebuilding from them is the
 		// failover issue's work (docs/fleet.md).
@@ -130,6 +132,7 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		RetryMax: c.ClickHouse.RetryMax, LabelCap: c.Pipeline.LabelCap, RebuildWindow: rebuild,
 		EventTime: eventtime.Config{IdleTimeout: c.Pipeline.PartitionIdleTimeout, MaxBuffered: c.Pipeline.MergeBuffer,
 			Lateness: c.Pipeline.Lateness},
+		KeyedPartitions: keyedPartitions,
 	}, opts)
 	if err != nil {
 		return nil, err

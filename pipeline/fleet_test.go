@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -161,6 +162,16 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 	var stored uint64
 	if err := h.store.Conn().QueryRow(context.Background(), `SELECT count() FROM `+h.store.Database()+`.events`).Scan(&stored); err != nil || stored != uint64(len(events)) {
 		t.Fatalf("the events table holds %d rows (err %v), want each of the %d events once", stored, err, len(events))
+	}
+	// Three members share six keyed partitions: each says its per-service
+	// detectors see a share.
+	for i, a := range analyzers {
+		if v := metricValue(t, a.reg, `tokenwatch_detectors_partial_view{kind="clock_skew"}`); v != 1 {
+			t.Errorf("analyze member %d: tokenwatch_detectors_partial_view{kind=\"clock_skew\"} = %v, want 1 (it reads a share of the keyed partitions)", i, v)
+		}
+		if !strings.Contains(a.logs.String(), "reads a share of the keyed partitions") {
+			t.Errorf("analyze member %d did not log that its per-service detectors see a share", i)
+		}
 	}
 	// Redelivery: the whole keyed stream again, same sources.
 	pub, err := rekey.NewPublisher(rekey.PublisherConfig{Brokers: h.brokers, Topic: keyed, Partitions: 6}, slog.Default())

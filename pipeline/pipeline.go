@@ -126,6 +126,9 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// EventTime tunes the merge of the partitions by event time.
 	EventTime eventtime.Config
+	// KeyedPartitions is the fleet's keyed topic's partition count, for the
+	// analyze stage to tell when it reads only a share (0: not the fleet).
+	KeyedPartitions int
 }
 
 // Options are the pipeline's collaborators; nil ones are off.
@@ -297,6 +300,7 @@ func (p *Pipeline) Deliver(ctx context.Context, msgs []consumer.Message) error {
 // delivers or goes idle, so its first events are not late.
 func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int32) error {
 	if p.srcParts != nil {
+		p.warnPartialView(len(partitions))
 		return nil
 	}
 	return p.onLoop(ctx, func() {
@@ -305,6 +309,31 @@ func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int3
 			p.merge.Assign(eventtime.Partition{Topic: topic, Partition: part}, now)
 		}
 	})
+}
+
+// partialViewKinds keep state per service, kid, client or subject, which
+// no key of the fleet owns (Fleet 2/4 makes them exact).
+var partialViewKinds = []string{"clock_skew", "key_rotation_break", "refresh_anomaly_rate"}
+
+// warnPartialView says, at each assignment of the fleet's analyze stage,
+// whether this member sees only a share of the keyed partitions, and so a
+// share of each service's events: the per-service detectors then judge a
+// sample. A log line and tokenwatch_detectors_partial_view{kind} say so.
+func (p *Pipeline) warnPartialView(owned int) {
+	total := p.cfg.KeyedPartitions
+	if total <= 0 {
+		return
+	}
+	partial := owned < total
+	v := 0.0
+	if partial {
+		v = 1
+		p.o.Log.Warn("this analyze member reads a share of the keyed partitions: the per-service, per-kid and per-client detectors see only the events of that share (a sample), until the aggregate owner lands (docs/fleet.md)",
+			"owned", owned, "keyed_partitions", total, "detectors", partialViewKinds)
+	}
+	for _, k := range partialViewKinds {
+		p.o.Metrics.PartialView.WithLabelValues(k).Set(v)
+	}
 }
 
 // Backlog tells the merge a partition's reader starts with a backlog: it
