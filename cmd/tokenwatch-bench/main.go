@@ -131,6 +131,23 @@ func run(n, partitions int) error {
 		return err
 	}
 
+	// The fleet's two stages (docs/fleet.md), store discarding: the ingest
+	// stage publishes every event to the keyed topic, the analyze stage
+	// reads it back. What they cost together beyond the single process is
+	// the re-keying's own cost (the produce and the second consume).
+	fc := c
+	fc.Fleet.KeyedTopic, fc.Fleet.KeyedPartitions = "bench-keyed", partitions
+	ing, err := runStage(ctx, fc, config.RoleIngest, "fleet ingest stage (publishes keyed copies)", "bench-fleet-ingest", discard{}, n, quiet)
+	if err != nil {
+		return err
+	}
+	ac := fc
+	ac.Kafka.Topics, ac.Kafka.Format = []string{fc.Fleet.KeyedTopic}, "json"
+	ana, err := runStage(ctx, ac, config.RoleAnalyze, "fleet analyze stage (reads the keyed topic)", "bench-fleet-analyze", discard{}, n, quiet)
+	if err != nil {
+		return err
+	}
+
 	// End to end into the ClickHouse engine.
 	eng, err := chdb.Open(chdb.Options{Logger: quiet})
 	if err != nil {
@@ -168,13 +185,16 @@ func run(n, partitions int) error {
 		return fmt.Errorf("stored size: %q: %w", out, err)
 	}
 	fmt.Printf("\n%-44s %12s %14s %16s\n", "phase", "events/s", "CPU ns/event", "wall")
-	for _, p := range []phase{base, own, e2e} {
+	for _, p := range []phase{base, own, ing, ana, e2e} {
 		fmt.Printf("%-44s %12.0f %14.0f %16s\n", p.name, p.rate(), p.cpuPerEvent(), p.wall.Round(time.Millisecond))
 	}
 	fmt.Printf("\nratios (same run):\n")
 	fmt.Printf("  end-to-end rate / kafka-go consume rate        %.3f   (target: e2e >= 250k ev/s on 2 cores)\n", e2e.rate()/base.rate())
 	fmt.Printf("  pipeline CPU per event / kafka-go CPU per msg  %.2fx  (pipeline own CPU %.2f µs/event; target <= 3 µs)\n",
 		own.cpuPerEvent()/base.cpuPerEvent(), own.cpuPerEvent()/1000)
+	rekey := ing.cpuPerEvent() + ana.cpuPerEvent() - own.cpuPerEvent()
+	fmt.Printf("  re-keying's own CPU per event / kafka-go       %.2fx  (fleet stages together minus the single process: %.2f µs/event)\n",
+		rekey/base.cpuPerEvent(), rekey/1000)
 	fmt.Printf("  stored bytes per event                         %.1f B  (target <= 32 B)\n", float64(bytes)/float64(max(rows, 1)))
 	fmt.Printf("  peak RSS                                       %.0f MiB\n", float64(peakRSS())/(1<<20))
 	return nil
@@ -273,9 +293,19 @@ func consumeOnly(ctx context.Context, brokers []string, n int) (phase, error) {
 }
 
 func runPipeline(ctx context.Context, c config.Config, group string, st pipeline.StoreReplayer, n int, log *slog.Logger) (phase, error) {
+	name := "pipeline into ClickHouse engine (end to end)"
+	if _, ok := st.(discard); ok {
+		name = "pipeline, store discards (own CPU)"
+	}
+	return runStage(ctx, c, "", name, group, st, n, log)
+}
+
+// runStage runs one pipeline (role: "" for the single process, or a fleet
+// stage) until it has stored (acknowledged) n events.
+func runStage(ctx context.Context, c config.Config, role, name, group string, st pipeline.StoreReplayer, n int, log *slog.Logger) (phase, error) {
 	c.Kafka.GroupID = group
 	reg := prometheus.NewRegistry()
-	built, err := pipeline.Build(c, st, reg, log)
+	built, err := pipeline.BuildStage(c, role, st, reg, log)
 	if err != nil {
 		return phase{}, err
 	}
@@ -301,15 +331,10 @@ func runPipeline(ctx context.Context, c config.Config, group string, st pipeline
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	p := phase{wall: time.Since(start), cpu: cpu() - c0, n: n}
+	p := phase{name: name, wall: time.Since(start), cpu: cpu() - c0, n: n}
 	gcancel()
 	<-gdone
 	pcancel()
 	<-pdone
-	if _, ok := st.(discard); ok {
-		p.name = "pipeline, store discards (own CPU)"
-	} else {
-		p.name = "pipeline into ClickHouse engine (end to end)"
-	}
 	return p, nil
 }

@@ -115,8 +115,8 @@ func startService(ctx context.Context, c config.Config, st *store.Store, reg *pr
 		roles = []string{c.Fleet.Role}
 	}
 	for _, role := range roles {
-		slg := log.With("stage", role)
-		built, err := pipeline.BuildStage(c, role, st, prometheus.WrapRegistererWith(prometheus.Labels{"stage": role}, reg), slg)
+		slg := log.With("role", role)
+		built, err := pipeline.BuildStage(c, role, st, prometheus.WrapRegistererWith(prometheus.Labels{"role": role}, reg), slg)
 		if err != nil {
 			s.Stop()
 			return nil, err

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tokenwatch/tokenwatch/analyze"
+	"github.com/tokenwatch/tokenwatch/config"
+	"github.com/tokenwatch/tokenwatch/event"
+	"github.com/tokenwatch/tokenwatch/gen"
+	"github.com/tokenwatch/tokenwatch/ingest"
+	"github.com/tokenwatch/tokenwatch/ingest/redact"
+	"github.com/tokenwatch/tokenwatch/internal/testkit"
+	"github.com/tokenwatch/tokenwatch/sli"
+)
+
+// TestThreeRunProcessesOnUnkeyedOTLPFindEachPerKeyIncidentOnce starts three
+// `tokenwatch run` processes with fleet.keyed_topic set (each runs both
+// stages) on unkeyed OTLP batches of 256 records spread round-robin over 6
+// partitions, the way the OpenTelemetry Collector's Kafka exporter sends
+// them. Every event is stored once, and the per-token and per-family
+// findings equal `analyze`'s on the same events, each once.
+func TestThreeRunProcessesOnUnkeyedOTLPFindEachPerKeyIncidentOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs three processes")
+	}
+	spec := gen.Default()
+	spec.Seed, spec.Duration, spec.Rate, spec.Sessions = 23, 20*time.Minute, 40, 400
+	spec.Start = time.Now().UTC().Add(-2 * time.Hour).Truncate(time.Minute)
+	spec.AccessTTLMin, spec.AccessTTLMax = 2*time.Minute, 4*time.Minute
+	spec.Inject = map[string]int{gen.ScenarioReplay: 2, gen.ScenarioSlowRevocation: 2, gen.ScenarioRefreshReuseIdP: 1,
+		gen.ScenarioRefreshReuseTwoDevices: 1, gen.ScenarioRefreshRateFamily: 1, gen.ScenarioSameSubnet: 1, gen.ScenarioRefreshRace: 1}
+	g, err := gen.New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []event.Event
+	for b := g.Next(nil); b != nil; b = g.Next(nil) {
+		events = append(events, b...)
+	}
+	want := perKeyIncidents(analyzeIncidents(t, events, "fleet"))
+	if len(want) < 5 {
+		t.Fatalf("analyze found %d per-key incidents: too few to mean anything", len(want))
+	}
+
+	brokers := testkit.Kafka(t)
+	topic := testkit.Topic(t)
+	testkit.CreateTopic(t, brokers, topic, 6)
+	var msgs []kafka.Message
+	for i := 0; i*256 < len(events); i++ {
+		v, err := ingest.EncodeOTLP(events[i*256:min((i+1)*256, len(events))], ingest.FormatOTLPProto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, kafka.Message{Value: v, Headers: []kafka.Header{{Key: "p", Value: []byte(strconv.Itoa(i % 6))}}})
+	}
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchSize: 100,
+		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { p, _ := strconv.Atoi(string(m.Headers[0].Value)); return p })}
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	addr, db := testkit.ClickHouse(t)
+	bin := buildBinary(t)
+	keyed := topic + "-keyed"
+	common := []string{
+		"--set", "kafka.brokers=" + strings.Join(brokers, ","), "--set", "kafka.topics=" + topic,
+		"--set", "kafka.group_id=fleet-" + topic, "--set", "kafka.max_wait=50ms", "--set", "kafka.format=otlp_proto",
+		"--set", "clickhouse.addr=" + addr, "--set", "clickhouse.database=" + db,
+		"--set", "clickhouse.batch_rows=5000", "--set", "clickhouse.batch_interval=200ms",
+		"--set", "metrics.listen=127.0.0.1:0", "--set", "redaction.key=fleet",
+		"--set", "fleet.keyed_topic=" + keyed, "--set", "fleet.keyed_partitions=6", "--set", "fleet.replication_factor=1",
+	}
+	if out, err := exec.Command(bin, append([]string{"migrate"}, common...)...).CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	type proc struct {
+		cmd  *exec.Cmd
+		logs *bytes.Buffer
+	}
+	var procs []proc
+	for range 3 {
+		var logs bytes.Buffer
+		cmd := exec.Command(bin, append([]string{"run"}, common...)...)
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, proc{cmd, &logs})
+	}
+	defer func() {
+		for _, p := range procs {
+			_ = p.cmd.Process.Kill()
+		}
+	}()
+	stored := func() int { return engineCount(t, "SELECT count() FROM "+db+".events") }
+	deadline := time.Now().Add(3 * time.Minute)
+	for stored() < len(events) && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Then until the analyze group has committed the end of every keyed partition.
+	client := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	for !analyzed(t, client, keyed, "fleet-"+topic+"-analyze") && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, p := range procs {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for i, p := range procs {
+		if err := p.cmd.Wait(); err != nil {
+			t.Errorf("process %d exited with %v; logs:\n%s", i, err, p.logs.String())
+		}
+	}
+	if n := stored(); n != len(events) {
+		t.Fatalf("stored %d events, produced %d", n, len(events))
+	}
+	if n := engineCount(t, "SELECT count() FROM (SELECT partition, offset, record FROM "+db+".events GROUP BY partition, offset, record HAVING count() > 1)"); n != 0 {
+		t.Fatalf("%d events stored twice", n)
+	}
+	out, err := testkit.ClickHouseEngine(t).Query("SELECT kind, key, position(evidence, 'superseded_by') > 0 FROM "+db+".findings FINAL", "TabSeparated")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) == 3 && f[2] == "0" {
+			got = append(got, f[0]+" "+f[1])
+		}
+	}
+	if got := perKeyIncidents(got); !slices.Equal(got, want) {
+		t.Errorf("per-key findings of three processes differ from analyze's:\n fleet:   %v\n analyze: %v", got, want)
+		for i, p := range procs {
+			t.Logf("process %d:\n%s", i, p.logs.String())
+		}
+	}
+	for i, p := range procs {
+		if !strings.Contains(p.logs.String(), "role=analyze") || !strings.Contains(p.logs.String(), "role=ingest") {
+			t.Errorf("process %d did not run both stages:\n%s", i, p.logs.String())
+		}
+	}
+}
+
+// analyzed says whether the group has committed the end of every partition.
+func analyzed(t *testing.T, c *kafka.Client, topic, group string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	parts := []int{0, 1, 2, 3, 4, 5}
+	ends, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {
+		kafka.LastOffsetOf(0), kafka.LastOffsetOf(1), kafka.LastOffsetOf(2), kafka.LastOffsetOf(3), kafka.LastOffsetOf(4), kafka.LastOffsetOf(5)}}})
+	if err != nil {
+		return false
+	}
+	committed, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		return false
+	}
+	end := map[int]int64{}
+	for _, p := range ends.Topics[topic] {
+		end[p.Partition] = p.LastOffset
+	}
+	for _, p := range committed.Topics[topic] {
+		if p.CommittedOffset < end[p.Partition] {
+			return false
+		}
+	}
+	return len(committed.Topics[topic]) == len(parts)
+}
+
+// analyzeIncidents runs analyze (the package, as the command does) on the
+// events and returns "kind key" of each finding not folded into another.
+func analyzeIncidents(t *testing.T, events []event.Event, key string) []string {
+	t.Helper()
+	var ndjson bytes.Buffer
+	for i := range events {
+		ndjson.Write(ingest.AppendJSON(nil, &events[i]))
+		ndjson.WriteByte('\n')
+	}
+	c := config.Default()
+	guard, _ := redact.New(redact.Config{Key: []byte(key)})
+	det, err := newReportDetector(c.Detect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := analyze.Run(context.Background(), analyze.Options{Input: &ndjson, Redact: guard, Detector: det,
+		Revocation: sli.TrackerConfig{Horizon: c.Pipeline.RevocationHorizon}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range rep.Findings {
+		if f.Evidence["superseded_by"] == nil {
+			out = append(out, string(f.Kind)+" "+f.Key)
+		}
+	}
+	return out
+}
+
+// perKeyIncidents drops the kinds whose state is per service or kid (exact
+// in a fleet only with the aggregate owner, Fleet 2/4), sorted.
+func perKeyIncidents(in []string) []string {
+	out := slices.DeleteFunc(slices.Clone(in), func(s string) bool {
+		return strings.HasPrefix(s, "clock_skew ") || strings.HasPrefix(s, "key_rotation_break ")
+	})
+	slices.Sort(out)
+	return out
+}
