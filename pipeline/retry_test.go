@@ -190,3 +190,74 @@ func prometheusCounter(t *testing.T, reg *prometheus.Registry, name string) prom
 	c.Add(total)
 	return c
 }
+
+// gatedPublisher acknowledges nothing until open is closed.
+type gatedPublisher struct {
+	mu        sync.Mutex
+	published int
+	open      chan struct{}
+}
+
+func (g *gatedPublisher) Publish(*event.Event, int) { g.mu.Lock(); g.published++; g.mu.Unlock() }
+func (g *gatedPublisher) Mark() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return uint64(g.published)
+}
+func (g *gatedPublisher) Wait(ctx context.Context, _ uint64) error {
+	select {
+	case <-g.open:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// In the fleet's ingest stage, raw offsets are acknowledged only after the
+// events are stored and their keyed copies acknowledged by the brokers.
+func TestRawOffsetsWaitForTheKeyedCopies(t *testing.T) {
+	st := &flakyStore{}
+	acks := &ackLog{}
+	dec, _ := ingest.NewDecoder(ingest.FormatJSON)
+	pub := &gatedPublisher{open: make(chan struct{})}
+	p, err := pipeline.New(pipeline.Config{BatchRows: 10, BatchInterval: 20 * time.Millisecond, MaxPendingBatches: 1,
+		RetryInitial: 2 * time.Millisecond, RetryMax: 10 * time.Millisecond, LabelCap: 10, ShutdownGrace: 300 * time.Millisecond},
+		pipeline.Options{Decoder: dec, Store: st, Acker: acks, Publisher: pub, Metrics: metrics.New(prometheus.NewRegistry()),
+			Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	if err := p.Deliver(ctx, messages(0, 25)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st.stored.Load() < 10 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if st.stored.Load() < 10 {
+		t.Fatalf("stored %d events: the test needs a stored batch", st.stored.Load())
+	}
+	if last, ok := acks.get(0); ok {
+		t.Fatalf("offset %d acknowledged while the keyed copies were not", last)
+	}
+	close(pub.open)
+	deadline = time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if last, _ := acks.get(0); last == 24 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if last, _ := acks.get(0); last != 24 {
+		t.Fatalf("acked up to %d once the keyed copies were acknowledged, want 24", last)
+	}
+	if n := pub.Mark(); n != 25 {
+		t.Fatalf("published %d events to the keyed topic, want 25", n)
+	}
+	cancel()
+	<-done
+}

@@ -39,6 +39,7 @@ import (
 	"github.com/tokenwatch/tokenwatch/ingest"
 	"github.com/tokenwatch/tokenwatch/ingest/consumer"
 	"github.com/tokenwatch/tokenwatch/pipeline"
+	"github.com/tokenwatch/tokenwatch/rekey"
 	"github.com/tokenwatch/tokenwatch/store"
 )
 
@@ -137,6 +138,10 @@ func run(n, partitions int) error {
 	// the re-keying's own cost (the produce and the second consume).
 	fc := c
 	fc.Fleet.KeyedTopic, fc.Fleet.KeyedPartitions = "bench-keyed", partitions
+	if err := rekey.EnsureTopic(ctx, &kafka.Dialer{}, addrs, rekey.TopicConfig{Name: fc.Fleet.KeyedTopic, Partitions: partitions,
+		ReplicationFactor: -1, Retention: time.Hour}, quiet); err != nil {
+		return err
+	}
 	ing, err := runStage(ctx, fc, config.RoleIngest, "fleet ingest stage (publishes keyed copies)", "bench-fleet-ingest", discard{}, n, quiet)
 	if err != nil {
 		return err

@@ -8,17 +8,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/tokenwatch/tokenwatch/config"
 	"github.com/tokenwatch/tokenwatch/ingest/consumer"
 	"github.com/tokenwatch/tokenwatch/pipeline"
+	"github.com/tokenwatch/tokenwatch/rekey"
 	"github.com/tokenwatch/tokenwatch/store"
 )
 
@@ -182,53 +181,16 @@ func (s *service) Stop() {
 	}
 }
 
-// ensureKeyedTopic creates the fleet's keyed topic when it does not exist,
-// with its configured partitions, replication, retention and
-// min.insync.replicas; an existing one is checked for its partition count
-// (the keys' placement depends on it).
+// ensureKeyedTopic creates the fleet's keyed topic when it is missing
+// (rekey.EnsureTopic).
 func ensureKeyedTopic(ctx context.Context, c config.Config, log *slog.Logger) error {
-	f := c.Fleet
 	d, err := consumer.Dialer(c.Kafka)
 	if err != nil {
 		return err
 	}
-	var conn *kafka.Conn
-	for _, b := range c.Kafka.Brokers {
-		if conn, err = d.DialContext(ctx, "tcp", b); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("fleet.keyed_topic: cannot reach a broker: %w", err)
-	}
-	defer conn.Close()
-	if parts, err := conn.ReadPartitions(f.KeyedTopic); err == nil && len(parts) > 0 {
-		if len(parts) != f.KeyedPartitions {
-			return fmt.Errorf("fleet.keyed_topic %s has %d partitions, fleet.keyed_partitions says %d: keys would be placed on the wrong members (set the key to %d, or recreate the topic)",
-				f.KeyedTopic, len(parts), f.KeyedPartitions, len(parts))
-		}
-		return nil
-	}
-	ctrl, err := conn.Controller()
-	if err != nil {
-		return fmt.Errorf("fleet.keyed_topic: find the controller: %w", err)
-	}
-	cc, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
-	if err != nil {
-		return fmt.Errorf("fleet.keyed_topic: dial the controller: %w", err)
-	}
-	defer cc.Close()
-	entries := []kafka.ConfigEntry{{ConfigName: "retention.ms", ConfigValue: strconv.FormatInt(f.Retention.Milliseconds(), 10)}}
-	if f.MinInsyncReplicas > 0 {
-		entries = append(entries, kafka.ConfigEntry{ConfigName: "min.insync.replicas", ConfigValue: strconv.Itoa(f.MinInsyncReplicas)})
-	}
-	if err := cc.CreateTopics(kafka.TopicConfig{Topic: f.KeyedTopic, NumPartitions: f.KeyedPartitions,
-		ReplicationFactor: f.ReplicationFactor, ConfigEntries: entries}); err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return fmt.Errorf("fleet.keyed_topic: create %s: %w", f.KeyedTopic, err)
-	}
-	log.Info("keyed topic created", "topic", f.KeyedTopic, "partitions", f.KeyedPartitions, "replication_factor", f.ReplicationFactor,
-		"retention", f.Retention, "min_insync_replicas", f.MinInsyncReplicas)
-	return nil
+	f := c.Fleet
+	return rekey.EnsureTopic(ctx, d, c.Kafka.Brokers, rekey.TopicConfig{Name: f.KeyedTopic, Partitions: f.KeyedPartitions,
+		ReplicationFactor: f.ReplicationFactor, MinInsyncReplicas: f.MinInsyncReplicas, Retention: f.Retention}, log)
 }
 
 func checkSchema(ctx context.Context, st *store.Store) error {
