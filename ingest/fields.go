@@ -75,6 +75,10 @@ type fieldSpec struct {
 
 const timeExpected = "an RFC 3339 time such as 2024-05-01T12:00:00.000Z (offsets allowed)"
 
+// claimTimeExpected is for iat and exp, JWT claims: RFC 7519 gives them as
+// a NumericDate, which emitters copying the claims send as is.
+const claimTimeExpected = timeExpected + ", or seconds since the epoch (an RFC 7519 NumericDate, fractions allowed)"
+
 // fieldSpecs is a constant table (never written after init), indexed by field.
 var fieldSpecs = [fieldCount]fieldSpec{
 	fieldUnknown:          {},
@@ -94,8 +98,8 @@ var fieldSpecs = [fieldCount]fieldSpec{
 	fieldExpectedAudience: {name: "expected_audience", typ: typeLabel},
 	fieldKid:              {name: "kid", typ: typeLabel},
 	fieldPrevKid:          {name: "prev_kid", typ: typeLabel},
-	fieldIAT:              {name: "iat", typ: typeTime, expected: timeExpected},
-	fieldEXP:              {name: "exp", typ: typeTime, expected: timeExpected},
+	fieldIAT:              {name: "iat", typ: typeTime, expected: claimTimeExpected},
+	fieldEXP:              {name: "exp", typ: typeTime, expected: claimTimeExpected},
 	fieldLatencyMS:        {name: "latency_ms", typ: typeFloat, expected: "a number of milliseconds, 0 or more"},
 	fieldTokenBytes:       {name: "token_bytes", typ: typeInt, min: 0, max: math.MaxInt32},
 	fieldIP:               {name: "ip", typ: typeIP, expected: "an IPv4 or IPv6 address"},
@@ -379,9 +383,53 @@ func setNumber(e *event.Event, f field, v float64) *fieldError {
 			e.CacheTTLS = int32(v)
 		}
 		return nil
+	case typeTime:
+		// iat and exp are JWT claims: RFC 7519 NumericDate, seconds since
+		// the epoch, fractions allowed. ts is the contract's own, RFC 3339.
+		if f == fieldTS {
+			return invalid(f, "is a number")
+		}
+		if math.IsNaN(v) || v <= 0 || v >= maxNumericDate {
+			return invalid(f, formatNumber(v)+" is not a NumericDate in seconds (RFC 7519 §2); milliseconds are not accepted")
+		}
+		t := numericDate(v)
+		switch f {
+		case fieldIAT:
+			e.IAT = t
+		case fieldEXP:
+			e.EXP = t
+		}
+		return nil
 	}
 	return invalid(f, "is a number")
 }
+
+// setAudiences keeps an aud claim given as an array (RFC 7519 §4.1.3) as
+// its members joined by commas, in the order sent; an empty array is absent.
+func setAudiences(e *event.Event, f field, auds []string, d *Decoder) *fieldError {
+	if len(auds) == 0 {
+		clearField(e, f)
+		return nil
+	}
+	for _, a := range auds {
+		if a == "" {
+			return invalid(f, "holds an empty string (RFC 7519: each audience is a non-empty string)")
+		}
+	}
+	*stringField(e, f) = d.labels.intern([]byte(strings.Join(auds, ",")))
+	return nil
+}
+
+// numericDate is an RFC 7519 NumericDate (seconds, fractions kept to the
+// microsecond) as a time.
+func numericDate(v float64) time.Time {
+	sec, frac := math.Modf(v)
+	return time.Unix(int64(sec), int64(math.Round(frac*1e6))*1000).UTC()
+}
+
+// maxNumericDate bounds a time given as a number of seconds (RFC 7519
+// NumericDate): past it the number is milliseconds or garbage.
+const maxNumericDate = 1e11 // year 5138
 
 func setBool(e *event.Event, f field, v bool) *fieldError {
 	if f != fieldBindingOK {

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,11 +142,25 @@ func sameValue(e *event.Event, f field, v any) bool {
 	switch fieldSpecs[f].typ {
 	case typeID, typeLabel, typeEnum:
 		s := *stringField(e, f)
+		if arr, ok := v.([]any); ok && f == fieldAudience { // RFC 7519: an array of strings
+			parts := make([]string, len(arr))
+			for i, a := range arr {
+				str, ok := a.(string)
+				if !ok {
+					return false
+				}
+				parts[i] = str
+			}
+			return strings.Join(parts, ",") == s
+		}
 		return v == nil && s == "" || v == s
 	case typeTime:
 		got := map[field]time.Time{fieldTS: e.TS, fieldIAT: e.IAT, fieldEXP: e.EXP}[f]
 		if v == nil {
 			return got.IsZero()
+		}
+		if n, ok := v.(float64); ok { // an RFC 7519 NumericDate (iat, exp)
+			return f != fieldTS && n > 0 && n < maxNumericDate && numericDate(n).Equal(got)
 		}
 		want, err := time.Parse(time.RFC3339Nano, v.(string))
 		return err == nil && want.Equal(got)

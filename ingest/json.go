@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"unicode"
@@ -165,6 +166,14 @@ func (d *Decoder) fieldValue(data []byte, i int, e *event.Event, f field) (int, 
 		end, fe := skipValue(data, i, 0)
 		if fe != nil {
 			return i, fe
+		}
+		if c == '[' && f == fieldAudience {
+			// RFC 7519 §4.1.3: aud is a string or an array of strings.
+			var auds []string
+			if err := json.Unmarshal(data[i:end], &auds); err != nil {
+				return end, invalid(f, "is an array of something other than strings (RFC 7519: a string or an array of strings)")
+			}
+			return end, setAudiences(e, f, auds, d)
 		}
 		what := "an object"
 		if c == '[' {

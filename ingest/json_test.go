@@ -132,6 +132,30 @@ func TestDecodeJSONAcceptsWhatTheContractAllows(t *testing.T) {
 			func(e event.Event) bool { return e.Target == "subject" && e.Subject == "u1" }},
 		{"integral double for an integer field", withField(validLine, "token_bytes", `812.0`),
 			func(e event.Event) bool { return e.TokenBytes == 812 }},
+		// Claims as their RFCs define them (RFC 7519 aud and NumericDate,
+		// RFC 6749 scope).
+		{"audience as a string (RFC 7519 4.1.3)", withField(validLine, "audience", `"orders-api"`),
+			func(e event.Event) bool { return e.Audience == "orders-api" }},
+		{"audience as an array of strings (RFC 7519 4.1.3)", withField(validLine, "audience", `["orders-api","payments-api"]`),
+			func(e event.Event) bool { return e.Audience == "orders-api,payments-api" }},
+		{"audience as an array of one", withField(validLine, "audience", `["orders-api"]`),
+			func(e event.Event) bool { return e.Audience == "orders-api" }},
+		{"audience as an empty array is absent", withField(validLine, "audience", `[]`),
+			func(e event.Event) bool { return e.Audience == "" }},
+		{"iat and exp as NumericDate seconds (RFC 7519 2)", withField(validLine, "iat", `1741944413`, "exp", `1741945313`),
+			func(e event.Event) bool {
+				return e.IAT.Equal(time.Unix(1741944413, 0)) && e.EXP.Sub(e.IAT) == 15*time.Minute
+			}},
+		{"exp as NumericDate with a fraction", withField(validLine, "exp", `1741945313.25`),
+			func(e event.Event) bool { return e.EXP.Equal(time.Unix(1741945313, 250e6)) }},
+		{"iat as RFC 3339 next to exp as NumericDate", withField(validLine, "iat", `"2025-03-14T09:26:53Z"`, "exp", `1741945313`),
+			func(e event.Event) bool { return e.IAT.Unix() == 1741944413 && e.EXP.Unix() == 1741945313 }},
+		{"scope as a space-separated string (RFC 6749 3.3) is kept", withField(validLine, "scope", `"openid profile orders:read"`),
+			func(e event.Event) bool { return e.Extra["scope"] == `"openid profile orders:read"` }},
+		{"scope as an array, as some IdPs send it, is kept", withField(validLine, "scope", `["openid","profile"]`),
+			func(e event.Event) bool { return e.Extra["scope"] == `["openid","profile"]` }},
+		{"every optional field absent", `{"ts":"2025-03-14T09:26:53.589Z","kind":"validate","outcome":"ok","service":"gw","token_id":"t1"}`,
+			func(e event.Event) bool { return e.Service == "gw" && e.Audience == "" && e.IAT.IsZero() && !e.HasLatency }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, err := decodeOne(t, tc.line)
@@ -157,6 +181,10 @@ type rejectCase struct {
 func rejectCases() []rejectCase {
 	return []rejectCase{
 		{"empty message", "", "", ReasonEmpty},
+		{"audience as an array of numbers", withField(validLine, "audience", `[1,2]`), "audience", ReasonInvalidValue},
+		{"audience array holding an empty string", withField(validLine, "audience", `["a",""]`), "audience", ReasonInvalidValue},
+		{"exp in milliseconds, not a NumericDate", withField(validLine, "exp", `1741945313000`), "exp", ReasonInvalidValue},
+		{"iat as a negative NumericDate", withField(validLine, "iat", `-5`), "iat", ReasonInvalidValue},
 		{"whitespace-only message", " \n\t", "", ReasonEmpty},
 		{"plain text instead of JSON", "user login ok", "", ReasonInvalidJSON},
 		{"array instead of an object", `[` + validLine + `]`, "", ReasonInvalidJSON},

@@ -161,6 +161,18 @@ func (d *Decoder) setValue(e *event.Event, f field, v pcommon.Value) *fieldError
 	case pcommon.ValueTypeEmpty:
 		clearField(e, f)
 		return nil
+	case pcommon.ValueTypeSlice:
+		if f == fieldAudience { // RFC 7519 §4.1.3: a string or an array of strings
+			s := v.Slice()
+			auds := make([]string, s.Len())
+			for i := range auds {
+				if s.At(i).Type() != pcommon.ValueTypeStr {
+					return invalid(f, "is an array of something other than strings (RFC 7519: a string or an array of strings)")
+				}
+				auds[i] = s.At(i).Str()
+			}
+			return setAudiences(e, f, auds, d)
+		}
 	}
 	return invalid(f, "is a "+strings.ToLower(v.Type().String()))
 }

@@ -316,3 +316,29 @@ func TestParseFormatNamesEveryFormat(t *testing.T) {
 		t.Error("NewDecoder accepted format 0")
 	}
 }
+
+// Claims as their RFCs define them arrive in OTLP attributes too: audience
+// as an array of strings (RFC 7519 4.1.3), iat and exp as NumericDate
+// numbers, an int or a double.
+func TestDecodeOTLPReadsClaimsAsTheRFCsDefineThem(t *testing.T) {
+	rec := record{attrs: map[string]any{"kind": "validate", "outcome": "ok", "service": "gw", "token_id": "t",
+		"audience": []any{"orders-api", "payments-api"}, "iat": int64(1741944413), "exp": 1741945313.5}, ts: otlpTS}
+	bad := record{attrs: map[string]any{"kind": "validate", "outcome": "ok", "service": "gw", "token_id": "t",
+		"audience": []any{"orders-api", int64(3)}}, ts: otlpTS}
+	for _, f := range otlpFormats() {
+		t.Run(f.String(), func(t *testing.T) {
+			got, errs := mustDecoder(t, f).Decode(testSrc, buildOTLP(t, f, resource{records: []record{rec, bad}}), nil)
+			if len(got) != 1 || len(errs) != 1 {
+				t.Fatalf("got %d events and errors %v, want the good record kept and the bad one rejected", len(got), errs)
+			}
+			e := got[0]
+			if e.Audience != "orders-api,payments-api" || e.IAT.Unix() != 1741944413 || !e.EXP.Equal(time.Unix(1741945313, 500e6)) {
+				t.Fatalf("audience %q iat %v exp %v", e.Audience, e.IAT, e.EXP)
+			}
+			var de *Error
+			if !errors.As(errs[0], &de) || de.Field != "audience" || de.Reason != ReasonInvalidValue {
+				t.Fatalf("the array with a number is rejected as %v, want invalid_value on audience", errs[0])
+			}
+		})
+	}
+}
