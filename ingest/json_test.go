@@ -155,7 +155,9 @@ func TestDecodeJSONAcceptsWhatTheContractAllows(t *testing.T) {
 		{"scope as an array, as some IdPs send it, is kept", withField(validLine, "scope", `["openid","profile"]`),
 			func(e event.Event) bool { return e.Extra["scope"] == `["openid","profile"]` }},
 		{"every optional field absent", `{"ts":"2025-03-14T09:26:53.589Z","kind":"validate","outcome":"ok","service":"gw","token_id":"t1"}`,
-			func(e event.Event) bool { return e.Service == "gw" && e.Audience == "" && e.IAT.IsZero() && !e.HasLatency }},
+			func(e event.Event) bool {
+				return e.Service == "gw" && e.Audience == "" && e.IAT.IsZero() && !e.HasLatency
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, err := decodeOne(t, tc.line)
