@@ -123,6 +123,12 @@ type Pipeline struct {
 	// MergeBuffer bounds the events held to merge the partitions in event
 	// time; a partition running ahead is paused when it is half full.
 	MergeBuffer int `yaml:"merge_buffer"`
+	// DedupWindow is how long (event time) an accepted event's identity
+	// (request_id, kind, outcome, service, token, ts) is remembered, so a
+	// copy is dropped; 0 turns it off.
+	DedupWindow time.Duration `yaml:"dedup_window"`
+	// DedupMaxEntries bounds the identities remembered (about 40 B each).
+	DedupMaxEntries int `yaml:"dedup_max_entries"`
 }
 
 // Fleet is the two-stage deployment: an ingest stage re-keys the raw
@@ -207,6 +213,8 @@ func Default() Config {
 			RebuildWindow:        30 * time.Minute,
 			PartitionIdleTimeout: 5 * time.Second,
 			MergeBuffer:          100_000,
+			DedupWindow:          10 * time.Minute,
+			DedupMaxEntries:      500_000,
 		},
 		Fleet:  Fleet{KeyedPartitions: 12, ReplicationFactor: -1, Retention: 24 * time.Hour, Role: RoleBoth},
 		Detect: detect.DefaultConfig(),

@@ -98,6 +98,9 @@ func (c *Config) Validate() error {
 	if p.PartitionIdleTimeout <= 0 {
 		return fmt.Errorf("pipeline.partition_idle_timeout: want a positive duration (default 5s)")
 	}
+	if p.DedupWindow < 0 || p.DedupMaxEntries < 1 {
+		return fmt.Errorf("pipeline.dedup_window: want 0 (off) or a positive duration, and pipeline.dedup_max_entries at least 1")
+	}
 	if p.MergeBuffer < 2 {
 		return fmt.Errorf("pipeline.merge_buffer: want at least 2 events (default 100000)")
 	}

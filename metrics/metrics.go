@@ -20,6 +20,7 @@ type Pipeline struct {
 	MergeForced        prometheus.Counter
 	MergeIdle          prometheus.Gauge
 	PartialView        *prometheus.GaugeVec
+	Duplicates         *prometheus.CounterVec
 	Stored             prometheus.Counter
 	Rejected           *prometheus.CounterVec
 	RedactionViolation *prometheus.CounterVec
@@ -58,6 +59,10 @@ func New(reg prometheus.Registerer) *Pipeline {
 		MergeForced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenwatch_event_time_forced_total", Help: "Events released before the watermark reached them because the merge buffer was full; partitions behind then arrive late.",
 		}),
+		Duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenwatch_events_duplicate_total",
+			Help: "Accepted events dropped as copies of one seen within pipeline.dedup_window (same request_id, kind, outcome, service, token and ts): neither stored nor counted again, by topic.",
+		}, []string{"topic"}),
 		PartialView: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tokenwatch_detectors_partial_view",
 			Help: "1 when this fleet analyze member reads only a share of the keyed partitions, so the detector kind (per service, kid or client state) judges a sample of the events; 0 when it reads them all.",
@@ -102,7 +107,7 @@ func New(reg prometheus.Registerer) *Pipeline {
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30},
 		}),
 	}
-	reg.MustRegister(p.Consumed, p.Decoded, p.Accepted, p.Late, p.Watermark, p.MergeBuffered, p.MergeForced, p.MergeIdle, p.PartialView, p.Stored, p.Rejected, p.RedactionViolation, p.BatchRows, p.FlushSeconds,
+	reg.MustRegister(p.Consumed, p.Decoded, p.Accepted, p.Late, p.Watermark, p.MergeBuffered, p.MergeForced, p.MergeIdle, p.PartialView, p.Duplicates, p.Stored, p.Rejected, p.RedactionViolation, p.BatchRows, p.FlushSeconds,
 		p.Lag, p.CHErrors, p.CHRetries, p.DeadLettered, p.Committed, p.FindingLatency)
 	return p
 }

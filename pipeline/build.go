@@ -14,6 +14,7 @@ import (
 	"github.com/tokenwatch/tokenwatch/eventtime"
 	"github.com/tokenwatch/tokenwatch/ingest"
 	"github.com/tokenwatch/tokenwatch/ingest/consumer"
+	"github.com/tokenwatch/tokenwatch/ingest/dedup"
 	"github.com/tokenwatch/tokenwatch/ingest/redact"
 	"github.com/tokenwatch/tokenwatch/metrics"
 	"github.com/tokenwatch/tokenwatch/rekey"
@@ -83,6 +84,9 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 	m := metrics.New(reg)
 	b := &Built{Stages: stages, Metrics: m}
 	opts := Options{Decoder: dec, Guard: guard, Observers: []Observer{stages}, Store: st, Replayer: st, Metrics: m, Log: log}
+	if c.Pipeline.DedupWindow > 0 && role != config.RoleAnalyze { // the ingest stage dropped the copies already
+		opts.Dedup = dedup.New(dedup.Config{Window: c.Pipeline.DedupWindow, MaxEntries: c.Pipeline.DedupMaxEntries})
+	}
 	rebuild := c.Pipeline.RebuildWindow
 	keyedPartitions := 0
 	switch role {

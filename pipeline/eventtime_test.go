@@ -540,3 +540,77 @@ func listDiff(got, want []string) string {
 	}
 	return fmt.Sprintf("%d rows vs %d; only in the run: %v; missing from the run: %v", len(got), len(want), only, missing)
 }
+
+// TestEveryEventDeliveredTwiceChangesNothing sends every event twice (as a
+// producer retrying would: same content, another offset) over an unkeyed
+// 6-partition topic: each is stored once, the per-minute SLIs count it
+// once, and the findings and revocation rows equal analyze's on the events
+// sent once.
+func TestEveryEventDeliveredTwiceChangesNothing(t *testing.T) {
+	g, err := gen.New(unkeyedSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []event.Event
+	for b := g.Next(nil); b != nil; b = g.Next(nil) {
+		events = append(events, b...)
+	}
+	c := config.Default()
+	c.Redaction.Key = "twice"
+	c.Pipeline.RebuildWindow = 0
+	want, wantRevs := analyzeReference(t, c, events)
+	twice := make([]event.Event, 0, 2*len(events))
+	for i := range events {
+		twice = append(twice, events[i])
+		if j := i - 300; j >= 0 { // the copy arrives a little later, as a retry does
+			twice = append(twice, events[j])
+		}
+	}
+	twice = append(twice, events[max(len(events)-300, 0):]...)
+
+	h := newHarness(t, 6)
+	produceUnkeyed(t, h.brokers, h.topic, 6, ingest.FormatJSON, twice)
+	cc := c
+	cc.Kafka = h.kcfg
+	cc.ClickHouse.Database = h.store.Database()
+	cc.ClickHouse.BatchRows, cc.ClickHouse.BatchInterval = 5000, 200*time.Millisecond
+	// Without a request_id a copy cannot be told from a repeat: those are
+	// kept twice, as the docs say.
+	noID := 0
+	for i := range events {
+		if events[i].RequestID == "" {
+			noID++
+		}
+	}
+	if noID > len(events)/100 {
+		t.Fatalf("%d of %d events lack a request_id: the test would prove little", noID, len(events))
+	}
+	wantStored := int64(len(events) + noID)
+	built, reg := runBuilt(t, h, cc, nil, func(s pipeline.Stats) bool { return s.Consumed >= int64(len(twice)) && s.Stored >= wantStored })
+	if s := built.Pipeline.Stats(); s.Stored != wantStored {
+		t.Fatalf("stored %d events of %d sent twice (%d without request_id), want each once", s.Stored, len(events), noID)
+	}
+	if v := metricValue(t, reg, `tokenwatch_events_duplicate_total{topic="`+h.topic+`"}`); v != float64(len(events)-noID) {
+		t.Errorf("tokenwatch_events_duplicate_total = %v, want %d", v, len(events)-noID)
+	}
+	var validations uint64
+	if err := h.store.Conn().QueryRow(context.Background(), `SELECT sumIf(events, kind = 'validate') FROM `+h.store.Database()+`.sli_minute`).Scan(&validations); err != nil {
+		t.Fatal(err)
+	}
+	var wantValidations uint64
+	for i := range events {
+		if events[i].Kind == event.KindValidate {
+			wantValidations++
+		}
+	}
+	if validations != wantValidations {
+		t.Errorf("sli_minute counts %d validations, want %d (each once)", validations, wantValidations)
+	}
+	got, gotRevs := storedResults(t, h)
+	if !slices.Equal(got, want) {
+		t.Errorf("findings differ from analyze's on the events sent once:\n run:     %v\n analyze: %v", got, want)
+	}
+	if !slices.Equal(gotRevs, wantRevs) {
+		t.Errorf("revocation rows differ from analyze's on the events sent once: %s", listDiff(gotRevs, wantRevs))
+	}
+}

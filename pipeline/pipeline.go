@@ -55,6 +55,12 @@ type Publisher interface {
 	Wait(ctx context.Context, mark uint64) error
 }
 
+// Dedup recognises a copy of an event already accepted (a producer retry,
+// a redelivery upstream): it is neither stored nor observed again.
+type Dedup interface {
+	Seen(e *event.Event) bool
+}
+
 // Guard replaces leaked credentials in place and names the fields it changed.
 type Guard interface {
 	Apply(e *event.Event) []string
@@ -134,6 +140,7 @@ type Config struct {
 // Options are the pipeline's collaborators; nil ones are off.
 type Options struct {
 	Decoder    Decoder
+	Dedup      Dedup
 	Publisher  Publisher
 	Guard      Guard
 	Observers  []Observer
@@ -686,6 +693,7 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 			p.batch.Track(m.Src)
 			continue
 		}
+		kept := 0
 		for j := range p.decoded {
 			e := &p.decoded[j]
 			if p.o.Guard != nil {
@@ -701,6 +709,11 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 					}
 				}
 			}
+			if p.o.Dedup != nil && p.o.Dedup.Seen(e) {
+				p.o.Metrics.Duplicates.WithLabelValues(m.Src.Topic).Inc()
+				continue
+			}
+			kept++
 			p.batch.Add(e)
 			if p.o.Publisher != nil {
 				p.o.Publisher.Publish(e, j)
@@ -709,6 +722,9 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 			p.accepted.Add(1)
 		}
 		p.o.Metrics.Accepted.WithLabelValues(m.Src.Topic).Add(float64(len(p.decoded)))
+		if kept == 0 {
+			p.batch.Track(m.Src) // every event a copy: its offset is still done
+		}
 	}
 	if len(msgs) > 0 && p.srcParts == nil {
 		last := &msgs[len(msgs)-1]
