@@ -71,6 +71,9 @@ type Options struct {
 	// Revocation bounds the propagation tracker; its Lateness is ignored
 	// (analyze orders the whole file). Zero fields take the defaults.
 	Revocation sli.TrackerConfig
+	// Dedup drops copies of events already read (a producer retry, a
+	// redelivery), as the pipeline does; nil keeps every event.
+	Dedup interface{ Seen(e *event.Event) bool }
 	// MaxLineBytes bounds one line; longer lines are rejected. Default 16 MiB.
 	MaxLineBytes int
 	// Logger receives one warning per bad line (the first MaxErrorLines);
@@ -322,6 +325,10 @@ func (a *run) accept(e *event.Event) {
 	if leaked := a.guard.Apply(e); len(leaked) > 0 {
 		ev.RedactionViolations++
 		ev.RedactionViolationsByEmitter[e.Service]++
+	}
+	if a.opt.Dedup != nil && a.opt.Dedup.Seen(e) {
+		ev.Duplicates++
+		return
 	}
 	a.agg.Observe(e)
 	a.tracker.Observe(e)

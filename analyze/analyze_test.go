@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/finding"
 	"github.com/tokenwatch/tokenwatch/ingest"
+	"github.com/tokenwatch/tokenwatch/ingest/dedup"
 	"github.com/tokenwatch/tokenwatch/ingest/redact"
 	"github.com/tokenwatch/tokenwatch/sli"
 )
@@ -339,5 +341,25 @@ func TestAnEmptyFileGivesAnEmptyReport(t *testing.T) {
 	var text bytes.Buffer
 	if err := r.WriteText(&text); err != nil || !strings.Contains(text.String(), "Events: 0 read") {
 		t.Errorf("text summary of an empty input = %q, %v", text.String(), err)
+	}
+}
+
+// Every event read twice, with Dedup as the command sets it, gives the
+// SLIs of every event read once; copies are counted.
+func TestEventsReadTwiceCountOnce(t *testing.T) {
+	events := sampleEvents()
+	for i := range events {
+		events[i].RequestID = fmt.Sprintf("req-%d", i)
+	}
+	r1, _ := runReport(t, ndjson(events, nil), Options{})
+	twice := append(append([]event.Event(nil), events...), events...)
+	r2, _ := runReport(t, ndjson(twice, nil), Options{Dedup: dedup.New(dedup.Config{})})
+	a, _ := json.Marshal(r1.SLIs)
+	b, _ := json.Marshal(r2.SLIs)
+	if !bytes.Equal(a, b) {
+		t.Errorf("events read twice changed the SLIs:\n%s\n%s", a, b)
+	}
+	if r2.Events.Duplicates != int64(len(events)) || r2.Events.Accepted != int64(2*len(events)) {
+		t.Errorf("duplicates %d accepted %d, want %d and %d", r2.Events.Duplicates, r2.Events.Accepted, len(events), 2*len(events))
 	}
 }

@@ -34,7 +34,10 @@ type Events struct {
 	Rejected int64 `json:"rejected"`
 	// RedactionViolations counts accepted events in which the redaction
 	// guard replaced a leaked credential.
-	RedactionViolations          int64            `json:"redaction_violations"`
+	RedactionViolations int64 `json:"redaction_violations"`
+	// Duplicates counts accepted events dropped as copies of one already
+	// read (Options.Dedup), as the pipeline drops them.
+	Duplicates                   int64            `json:"duplicates"`
 	RejectedByReason             map[string]int64 `json:"rejected_by_reason"`
 	RedactionViolationsByEmitter map[string]int64 `json:"redaction_violations_by_emitter"`
 }
@@ -91,7 +94,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	p := func(format string, a ...any) { fmt.Fprintf(tw, format, a...) }
 	ev := r.Events
-	p("Events: %d read, %d accepted, %d rejected, %d redaction violations\n", ev.Read, ev.Accepted, ev.Rejected, ev.RedactionViolations)
+	p("Events: %d read, %d accepted, %d rejected, %d redaction violations, %d duplicates dropped\n", ev.Read, ev.Accepted, ev.Rejected, ev.RedactionViolations, ev.Duplicates)
 	for _, reason := range slices.Sorted(maps.Keys(ev.RejectedByReason)) {
 		p("  rejected %s:\t%d\n", reason, ev.RejectedByReason[reason])
 	}
