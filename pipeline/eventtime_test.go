@@ -129,14 +129,7 @@ func incidents(fs []finding.Finding) []incident {
 // the revocation results must be equal, for each input format, and with one
 // partition held back by minutes of event time.
 func TestUnkeyedMultiPartitionBacklogFindsWhatAnalyzeFinds(t *testing.T) {
-	g, err := gen.New(unkeyedSpec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var events []event.Event
-	for b := g.Next(nil); b != nil; b = g.Next(nil) {
-		events = append(events, b...)
-	}
+	events := generate(t, unkeyedSpec())
 	// The skewed service stamps its events minutes behind: they are late
 	// in any order, file or merged. Nothing else may be.
 	var inherentLate int
@@ -208,13 +201,7 @@ func TestUnkeyedMultiPartitionBacklogFindsWhatAnalyzeFinds(t *testing.T) {
 				t.Errorf("events decoded on /metrics: %v, want %d (events, not messages)", v, len(events))
 			}
 
-			got, gotRevs := storedResults(t, h)
-			if !slices.Equal(got, want) {
-				t.Errorf("findings differ from analyze's:\n run:     %v\n analyze: %v", got, want)
-			}
-			if !slices.Equal(gotRevs, wantRevs) {
-				t.Errorf("revocation rows differ from analyze's: %s", listDiff(gotRevs, wantRevs))
-			}
+			sameAsAnalyze(t, h, want, wantRevs, "the run")
 		})
 	}
 }
@@ -400,14 +387,7 @@ func TestPendingRevokeAtShutdownIsStoredTruncated(t *testing.T) {
 func TestRestartMidBackfillFindsWhatAnUninterruptedRunFinds(t *testing.T) {
 	spec := unkeyedSpec()
 	spec.Start = time.Now().UTC().Add(-26 * time.Hour).Truncate(time.Minute)
-	g, err := gen.New(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var events []event.Event
-	for b := g.Next(nil); b != nil; b = g.Next(nil) {
-		events = append(events, b...)
-	}
+	events := generate(t, spec)
 	c := config.Default()
 	c.Redaction.Key = "backfill"
 	want, wantRevs := analyzeReference(t, c, events)
@@ -434,13 +414,7 @@ func TestRestartMidBackfillFindsWhatAnUninterruptedRunFinds(t *testing.T) {
 	if total := stored + second.Pipeline.Stats().Stored; total != int64(len(events)) {
 		t.Fatalf("the two runs stored %d events, want %d", total, len(events))
 	}
-	got, gotRevs := storedResults(t, h)
-	if !slices.Equal(got, want) {
-		t.Errorf("findings differ from the uninterrupted run's:\n restarted: %v\n analyze:   %v", got, want)
-	}
-	if !slices.Equal(gotRevs, wantRevs) {
-		t.Errorf("revocation rows differ from the uninterrupted run's: %s", listDiff(gotRevs, wantRevs))
-	}
+	sameAsAnalyze(t, h, want, wantRevs, "the restarted run")
 }
 
 // analyzeReference runs analyze on the events, as a file: the incidents it
@@ -547,14 +521,7 @@ func listDiff(got, want []string) string {
 // once, and the findings and revocation rows equal analyze's on the events
 // sent once.
 func TestEveryEventDeliveredTwiceChangesNothing(t *testing.T) {
-	g, err := gen.New(unkeyedSpec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var events []event.Event
-	for b := g.Next(nil); b != nil; b = g.Next(nil) {
-		events = append(events, b...)
-	}
+	events := generate(t, unkeyedSpec())
 	c := config.Default()
 	c.Redaction.Key = "twice"
 	c.Pipeline.RebuildWindow = 0
@@ -606,11 +573,32 @@ func TestEveryEventDeliveredTwiceChangesNothing(t *testing.T) {
 	if validations != wantValidations {
 		t.Errorf("sli_minute counts %d validations, want %d (each once)", validations, wantValidations)
 	}
+	sameAsAnalyze(t, h, want, wantRevs, "the run on events sent twice")
+}
+
+// sameAsAnalyze checks that the store holds analyze's incidents and
+// revocation rows.
+func sameAsAnalyze(t *testing.T, h *harness, want []incident, wantRevs []string, who string) {
+	t.Helper()
 	got, gotRevs := storedResults(t, h)
 	if !slices.Equal(got, want) {
-		t.Errorf("findings differ from analyze's on the events sent once:\n run:     %v\n analyze: %v", got, want)
+		t.Errorf("findings of %s differ from analyze's:\n run:     %v\n analyze: %v", who, got, want)
 	}
 	if !slices.Equal(gotRevs, wantRevs) {
-		t.Errorf("revocation rows differ from analyze's on the events sent once: %s", listDiff(gotRevs, wantRevs))
+		t.Errorf("revocation rows of %s differ from analyze's: %s", who, listDiff(gotRevs, wantRevs))
 	}
+}
+
+// generate returns every event of spec.
+func generate(t *testing.T, spec gen.Spec) []event.Event {
+	t.Helper()
+	g, err := gen.New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []event.Event
+	for b := g.Next(nil); b != nil; b = g.Next(nil) {
+		events = append(events, b...)
+	}
+	return events
 }
