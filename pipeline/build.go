@@ -84,8 +84,8 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 	m := metrics.New(reg)
 	b := &Built{Stages: stages, Metrics: m}
 	opts := Options{Decoder: dec, Guard: guard, Observers: []Observer{stages}, Store: st, Replayer: st, Metrics: m, Log: log}
-	if c.Pipeline.DedupWindow > 0 && role != config.RoleAnalyze { // the ingest stage dropped the copies already
-		opts.Dedup = dedup.New(dedup.Config{Window: c.Pipeline.DedupWindow, MaxEntries: c.Pipeline.DedupMaxEntries})
+	if role != config.RoleAnalyze { // the ingest stage dropped the copies already
+		opts.Dedup = NewDedup(c.Pipeline)
 	}
 	rebuild := c.Pipeline.RebuildWindow
 	keyedPartitions := 0
@@ -198,4 +198,13 @@ func BuildStages(c config.Config, reg prometheus.Registerer) (*Stages, error) {
 	tr.OnResult(st.revocation)
 	tr.OnBreach(st.breach)
 	return st, nil
+}
+
+// NewDedup is the copy filter pipeline.dedup_window configures (nil when
+// off); analyze uses the same, so both drop the same copies.
+func NewDedup(c config.Pipeline) Dedup {
+	if c.DedupWindow <= 0 {
+		return nil
+	}
+	return dedup.New(dedup.Config{Window: c.DedupWindow, MaxEntries: c.DedupMaxEntries})
 }

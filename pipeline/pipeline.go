@@ -171,14 +171,13 @@ type Pipeline struct {
 	cfg Config
 	o   Options
 
-	stop     <-chan struct{} // Run's ctx.Done: unblocks a flush stuck on a full queue
-	stuck    []*item
-	in       chan []consumer.Message
-	drains   chan chan error
-	rebuilds chan rebuildReq
-	calls    chan func()
-	work     chan *item
-	emitter  *labelCap
+	stop    <-chan struct{} // Run's ctx.Done: unblocks a flush stuck on a full queue
+	stuck   []*item
+	in      chan []consumer.Message
+	drains  chan chan error
+	calls   chan func()
+	work    chan *item
+	emitter *labelCap
 
 	// owned by the processing goroutine
 	batch      *store.Batch
@@ -188,6 +187,7 @@ type Pipeline struct {
 	decoded    []event.Event
 	merge      *eventtime.Merger
 	srcParts   SourcePartitioner // nil: merge by the consumed partitions
+	msgDec     MessageDecoder    // nil: the decoder reads values only
 	trigger    time.Time         // append time of the event being observed
 	batchStart time.Time
 	lateSeen   map[string]int64 // stage late counts already exported
@@ -233,7 +233,6 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 		cfg: cfg, o: o,
 		in:       make(chan []consumer.Message, 16),
 		drains:   make(chan chan error),
-		rebuilds: make(chan rebuildReq),
 		calls:    make(chan func()),
 		work:     make(chan *item, cfg.MaxPendingBatches),
 		emitter:  newLabelCap(max(cfg.LabelCap, 1)),
@@ -244,6 +243,7 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 		lateSeen: map[string]int64{},
 	}
 	p.srcParts, _ = o.Decoder.(SourcePartitioner)
+	p.msgDec, _ = o.Decoder.(MessageDecoder)
 	cfg.EventTime.Discover = p.srcParts != nil
 	p.merge = eventtime.New(cfg.EventTime, p.observe)
 	return p, nil
@@ -382,13 +382,6 @@ func (p *Pipeline) onLoop(ctx context.Context, fn func()) error {
 	}
 }
 
-type rebuildReq struct {
-	ctx        context.Context
-	topic      string
-	partitions []int32
-	done       chan error
-}
-
 // Rebuild replays the stored recent history of partitions this member just
 // took over into the stateful stages, so a replay or a slow revocation that
 // began under the previous owner is still seen. It runs on the processing
@@ -397,21 +390,14 @@ func (p *Pipeline) Rebuild(ctx context.Context, topic string, partitions []int32
 	if p.o.Replayer == nil || p.cfg.RebuildWindow <= 0 || len(partitions) == 0 {
 		return nil
 	}
-	r := rebuildReq{ctx: ctx, topic: topic, partitions: partitions, done: make(chan error, 1)}
-	select {
-	case p.rebuilds <- r:
-	case <-ctx.Done():
-		return ctx.Err()
+	var err error
+	if lerr := p.onLoop(ctx, func() { err = p.rebuild(ctx, topic, partitions) }); lerr != nil {
+		return lerr
 	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return err
 }
 
-func (p *Pipeline) rebuild(r rebuildReq) error {
+func (p *Pipeline) rebuild(ctx context.Context, topic string, partitions []int32) error {
 	// Look back from the event time the stored events reached, not from the
 	// wall clock: a backfill of day-old events needs day-old state. The
 	// partitions' stored events reached different event times (each was
@@ -420,39 +406,30 @@ func (p *Pipeline) rebuild(r rebuildReq) error {
 	// go through the merge, muted, so the live events of the partitions
 	// behind still meet them in ts order.
 	start := time.Now()
-	reached, err := p.o.Replayer.StoredEventTime(r.ctx, r.topic, r.partitions)
+	reached, err := p.o.Replayer.StoredEventTime(ctx, topic, partitions)
 	if err != nil {
-		return fmt.Errorf("rebuild state of %s %v: %w", r.topic, r.partitions, err)
+		return fmt.Errorf("rebuild state of %s %v: %w", topic, partitions, err)
 	}
 	if len(reached) == 0 {
 		return nil // nothing stored yet: nothing to rebuild
 	}
-	var low time.Time
+	var earliest time.Time
 	for _, t := range reached {
-		if low.IsZero() || t.Before(low) {
-			low = t
+		if earliest.IsZero() || t.Before(earliest) {
+			earliest = t
 		}
 	}
-	if len(reached) < len(r.partitions) {
+	since, low := earliest.Add(-p.cfg.RebuildWindow), earliest
+	if len(reached) < len(partitions) {
 		// A partition with nothing stored has reached nothing: all stored
 		// history goes through the merge.
 		low = time.Time{}
 	}
-	since := low.Add(-p.cfg.RebuildWindow)
-	if low.IsZero() {
-		since = time.Time{}
-		for _, t := range reached {
-			if since.IsZero() || t.Before(since) {
-				since = t
-			}
-		}
-		since = since.Add(-p.cfg.RebuildWindow)
-	}
 	now := time.Now()
 	var merged int
-	n, err := p.o.Replayer.ReplayEvents(r.ctx, r.topic, r.partitions, since, func(e *event.Event) {
+	n, err := p.o.Replayer.ReplayEvents(ctx, topic, partitions, since, func(e *event.Event) {
 		if e.TS.After(low) {
-			p.merge.AddReplay(eventtime.Partition{Topic: r.topic, Partition: e.Src.Partition}, e, now)
+			p.merge.AddReplay(eventtime.Partition{Topic: topic, Partition: e.Src.Partition}, e, now)
 			merged++
 			return
 		}
@@ -462,9 +439,9 @@ func (p *Pipeline) rebuild(r rebuildReq) error {
 	})
 	p.merge.Advance(now)
 	if err != nil {
-		return fmt.Errorf("rebuild state of %s %v: %w", r.topic, r.partitions, err)
+		return fmt.Errorf("rebuild state of %s %v: %w", topic, partitions, err)
 	}
-	p.o.Log.Info("detector state rebuilt from ClickHouse", "topic", r.topic, "partitions", r.partitions, "events", n,
+	p.o.Log.Info("detector state rebuilt from ClickHouse", "topic", topic, "partitions", partitions, "events", n,
 		"from", since, "complete_to", low, "merged_past_it", merged, "window", p.cfg.RebuildWindow,
 		"took", time.Since(start).Round(time.Millisecond))
 	return nil
@@ -548,8 +525,6 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		case done := <-p.drains:
 			p.drainInput()
 			p.flush(done)
-		case r := <-p.rebuilds:
-			r.done <- p.rebuild(r)
 		case fn := <-p.calls:
 			fn()
 		case now := <-tick.C:
@@ -678,8 +653,8 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 		}
 		p.merge.Heard(src, now)
 		var errs []error
-		if md, ok := p.o.Decoder.(MessageDecoder); ok {
-			p.decoded, errs = md.DecodeMessage(m, p.decoded[:0])
+		if p.msgDec != nil {
+			p.decoded, errs = p.msgDec.DecodeMessage(m, p.decoded[:0])
 		} else {
 			p.decoded, errs = p.o.Decoder.Decode(m.Src, m.Value, p.decoded[:0])
 		}

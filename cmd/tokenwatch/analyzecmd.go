@@ -10,12 +10,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenwatch/tokenwatch/analyze"
-	"github.com/tokenwatch/tokenwatch/config"
 	"github.com/tokenwatch/tokenwatch/detect"
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/finding"
-	"github.com/tokenwatch/tokenwatch/ingest/dedup"
 	"github.com/tokenwatch/tokenwatch/ingest/redact"
+	"github.com/tokenwatch/tokenwatch/pipeline"
 	"github.com/tokenwatch/tokenwatch/sli"
 	"github.com/tokenwatch/tokenwatch/slo"
 )
@@ -75,7 +74,7 @@ settings, the redaction key and the SLO spec.`, stdout, stderr)
 	defer r.Close()
 	rep, err := analyze.Run(ctx, analyze.Options{
 		Input: r, Size: size, Format: *inFormat, Progress: analyze.ProgressTo(stderr),
-		Detector: det, SLO: spec, Redact: guard, Dedup: newDedup(c),
+		Detector: det, SLO: spec, Redact: guard, Dedup: pipeline.NewDedup(c.Pipeline),
 		Revocation: sli.TrackerConfig{Horizon: c.Pipeline.RevocationHorizon},
 		Logger:     slog.New(slog.NewTextHandler(stderr, nil)),
 	})
@@ -127,14 +126,3 @@ func (d *reportDetector) Flush() []finding.Finding { return d.e.Flush() }
 type discardFindings struct{}
 
 func (discardFindings) Finding(finding.Finding) {}
-
-// newDedup drops copies as the pipeline does (pipeline.dedup_window); nil
-// when it is off.
-func newDedup(c config.Config) analyzeDedup {
-	if c.Pipeline.DedupWindow <= 0 {
-		return nil
-	}
-	return dedup.New(dedup.Config{Window: c.Pipeline.DedupWindow, MaxEntries: c.Pipeline.DedupMaxEntries})
-}
-
-type analyzeDedup = interface{ Seen(e *event.Event) bool }
