@@ -260,25 +260,47 @@ func runBuilt(t *testing.T, h *harness, cc config.Config, wrap func(*pipeline.Pi
 // runBuiltLogged is runBuilt, also returning the run's log.
 func runBuiltLogged(t *testing.T, h *harness, cc config.Config, wrap func(*pipeline.Pipeline) consumer.Sink, done func(pipeline.Stats) bool) (*pipeline.Built, *prometheus.Registry, *syncBuffer) {
 	t.Helper()
+	m := startMember(t, h, cc, "", cc.Kafka, wrap)
+	deadline := time.Now().Add(3 * time.Minute)
+	for !done(m.built.Pipeline.Stats()) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	m.stop() // as SIGINT: pending revocations and findings are flushed and stored
+	return m.built, m.reg, m.logs
+}
+
+// member is one running pipeline (the single process, or a fleet stage) and
+// its consumer group.
+type member struct {
+	built *pipeline.Built
+	reg   *prometheus.Registry
+	stop  func()
+	logs  *syncBuffer
+}
+
+// startMember builds the pipeline of role ("" for the single process) and
+// runs it with a consumer group reading kcfg, the sink wrapped by wrap if
+// given, until stop (or the test's end). Its log is printed if the test
+// fails.
+func startMember(t *testing.T, h *harness, cc config.Config, role string, kcfg config.Kafka, wrap func(*pipeline.Pipeline) consumer.Sink) *member {
+	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("run's log:\n%s", logs.String())
-		}
-	})
 	reg := prometheus.NewRegistry()
-	built, err := pipeline.Build(cc, h.store, reg, log)
+	built, err := pipeline.BuildStage(cc, role, h.store, reg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(built.Close)
-	group, err := consumer.New(cc.Kafka, h.store.StoredOffsets, built.Metrics, log)
+	stored := h.store.StoredOffsets
+	if role == config.RoleAnalyze {
+		stored = nil // keyed offsets are not in the events table
+	}
+	group, err := consumer.New(kcfg, stored, built.Metrics, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	built.Pipeline.SetAcker(group)
-	group.SetRebuilder(built.Pipeline) // as run does
+	group.SetRebuilder(built.Pipeline) // as run does (a no-op where the stage does not rebuild)
 	var sink consumer.Sink = built.Pipeline
 	if wrap != nil {
 		sink = wrap(built.Pipeline)
@@ -289,15 +311,28 @@ func runBuiltLogged(t *testing.T, h *harness, cc config.Config, wrap func(*pipel
 	gctx, gcancel := context.WithCancel(context.Background())
 	gdone := make(chan struct{})
 	go func() { defer close(gdone); _ = group.Run(gctx, sink) }()
-	deadline := time.Now().Add(3 * time.Minute)
-	for !done(built.Pipeline.Stats()) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	m := &member{built: built, reg: reg, logs: logs}
+	var once sync.Once
+	m.stop = func() {
+		once.Do(func() {
+			gcancel()
+			<-gdone
+			pcancel()
+			<-pdone
+			built.Close()
+		})
 	}
-	gcancel()
-	<-gdone
-	pcancel() // as SIGINT: pending revocations and findings are flushed and stored
-	<-pdone
-	return built, reg, logs
+	name := role
+	if name == "" {
+		name = "run"
+	}
+	t.Cleanup(func() {
+		m.stop()
+		if t.Failed() {
+			t.Logf("%s member's log:\n%s", name, logs.String())
+		}
+	})
+	return m
 }
 
 // syncBuffer is a bytes.Buffer several goroutines may log to.

@@ -5,19 +5,14 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenwatch/tokenwatch/config"
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/finding"
 	"github.com/tokenwatch/tokenwatch/ingest"
-	"github.com/tokenwatch/tokenwatch/ingest/consumer"
 	"github.com/tokenwatch/tokenwatch/internal/testkit"
-	"github.com/tokenwatch/tokenwatch/pipeline"
 	"github.com/tokenwatch/tokenwatch/rekey"
 )
 
@@ -27,60 +22,6 @@ var perServiceKinds = []finding.Kind{finding.ClockSkew, finding.KeyRotationBreak
 
 func perKey(in []incident) []incident {
 	return slices.DeleteFunc(slices.Clone(in), func(i incident) bool { return slices.Contains(perServiceKinds, i.kind) })
-}
-
-// member is one running stage: its pipeline and consumer group.
-type member struct {
-	built *pipeline.Built
-	reg   *prometheus.Registry
-	stop  func()
-	logs  *syncBuffer
-}
-
-func startStage(t *testing.T, h *harness, cc config.Config, role string, kcfg config.Kafka) *member {
-	t.Helper()
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, nil))
-	reg := prometheus.NewRegistry()
-	built, err := pipeline.BuildStage(cc, role, h.store, reg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	group, err := consumer.New(kcfg, h.store.StoredOffsets, built.Metrics, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if role == config.RoleAnalyze {
-		group, err = consumer.New(kcfg, nil, built.Metrics, log) // keyed offsets are not in the events table
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	built.Pipeline.SetAcker(group)
-	pctx, pcancel := context.WithCancel(context.Background())
-	pdone := make(chan struct{})
-	go func() { defer close(pdone); _ = built.Pipeline.Run(pctx) }()
-	gctx, gcancel := context.WithCancel(context.Background())
-	gdone := make(chan struct{})
-	go func() { defer close(gdone); _ = group.Run(gctx, built.Pipeline) }()
-	m := &member{built: built, reg: reg, logs: logs}
-	var once sync.Once
-	m.stop = func() {
-		once.Do(func() {
-			gcancel()
-			<-gdone
-			pcancel()
-			<-pdone
-			built.Close()
-		})
-	}
-	t.Cleanup(func() {
-		m.stop()
-		if t.Failed() {
-			t.Logf("%s member's log:\n%s", role, logs.String())
-		}
-	})
-	return m
 }
 
 // TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce runs the two stages of
@@ -127,10 +68,10 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 	for i := range events {
 		keyedTotal += int64(len(part.Partitions(rekey.RouteOf(&events[i]), nil)))
 	}
-	ing := startStage(t, h, cc, config.RoleIngest, h.kcfg)
+	ing := startMember(t, h, cc, config.RoleIngest, h.kcfg, nil)
 	var analyzers []*member
 	for range 3 {
-		analyzers = append(analyzers, startStage(t, h, cc, config.RoleAnalyze, akcfg))
+		analyzers = append(analyzers, startMember(t, h, cc, config.RoleAnalyze, akcfg, nil))
 	}
 	consumed := func() int64 {
 		var n int64
