@@ -152,6 +152,9 @@ type Fleet struct {
 	// AnalyzeGroupID is the analyze stage's consumer group (default
 	// kafka.group_id + "-analyze").
 	AnalyzeGroupID string `yaml:"analyze_group_id"`
+	// RebuildMaxRecords bounds the keyed records an analyze member reads
+	// back (pipeline.rebuild_window of them) when it takes over partitions.
+	RebuildMaxRecords int64 `yaml:"rebuild_max_records"`
 }
 
 // Fleet roles.
@@ -216,7 +219,8 @@ func Default() Config {
 			DedupWindow:          10 * time.Minute,
 			DedupMaxEntries:      500_000,
 		},
-		Fleet:  Fleet{KeyedPartitions: 12, ReplicationFactor: -1, Retention: 24 * time.Hour, Role: RoleBoth},
+		Fleet: Fleet{KeyedPartitions: 12, ReplicationFactor: -1, Retention: 24 * time.Hour, Role: RoleBoth,
+			RebuildMaxRecords: 200_000},
 		Detect: detect.DefaultConfig(),
 		Alertmanager: Alertmanager{
 			ResendInterval: time.Minute,

@@ -119,6 +119,9 @@ func (c *Config) Validate() error {
 		if f.Retention <= 0 {
 			return fmt.Errorf("fleet.retention: want a positive duration (default 24h)")
 		}
+		if f.RebuildMaxRecords < 1 {
+			return fmt.Errorf("fleet.rebuild_max_records: want at least 1 (default 200000)")
+		}
 		if slices.Contains(c.Kafka.Topics, f.KeyedTopic) {
 			return fmt.Errorf("fleet.keyed_topic: %q is also one of kafka.topics; the keyed topic is internal", f.KeyedTopic)
 		}

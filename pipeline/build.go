@@ -57,6 +57,14 @@ func Build(c config.Config, st StoreReplayer, reg prometheus.Registerer, log *sl
 // config.RoleAnalyze reads the keyed topic (its consumer group reads
 // fleet.keyed_topic) and runs the revocation tracker and the detectors,
 // storing findings and revocations. Role "" is the single process.
+// AnalyzeGroupID is the fleet's analyze stage consumer group.
+func AnalyzeGroupID(c config.Config) string {
+	if c.Fleet.AnalyzeGroupID != "" {
+		return c.Fleet.AnalyzeGroupID
+	}
+	return c.Kafka.GroupID + "-analyze"
+}
+
 func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.Registerer, log *slog.Logger) (*Built, error) {
 	format, err := ingest.ParseFormat(c.Kafka.Format)
 	if err != nil {
@@ -110,9 +118,19 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		opts.Store = eventsStoredByIngest{st}
 		keyedPartitions = c.Fleet.KeyedPartitions
 		// The stored events are keyed by their raw partitions, not by the
-		// keyed partitions this member owns: rebuilding from them is the
-		// failover issue's work (docs/fleet.md).
-		rebuild = 0
+		// keyed partitions this member owns: it rebuilds from the keyed
+		// records the previous owner processed.
+		tr, err := consumer.Transport(c.Kafka)
+		if err != nil {
+			return nil, err
+		}
+		d, err := consumer.Dialer(c.Kafka)
+		if err != nil {
+			return nil, err
+		}
+		opts.Replayer = nil
+		opts.MessageReplayer = &rekey.Replayer{Brokers: c.Kafka.Brokers, Dialer: d, Transport: tr,
+			Group: AnalyzeGroupID(c), Window: rebuild, MaxRecords: c.Fleet.RebuildMaxRecords}
 	}
 	if c.Kafka.DeadLetterTopic != "" || c.Kafka.QuarantineTopic != "" {
 		tr, err := consumer.Transport(c.Kafka)

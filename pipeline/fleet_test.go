@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"slices"
 	"strings"
@@ -11,8 +12,11 @@ import (
 	"github.com/tokenwatch/tokenwatch/config"
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/finding"
+	"github.com/tokenwatch/tokenwatch/gen"
 	"github.com/tokenwatch/tokenwatch/ingest"
+	"github.com/tokenwatch/tokenwatch/ingest/consumer"
 	"github.com/tokenwatch/tokenwatch/internal/testkit"
+	"github.com/tokenwatch/tokenwatch/pipeline"
 	"github.com/tokenwatch/tokenwatch/rekey"
 )
 
@@ -136,5 +140,120 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 	got, _ := storedResults(t, h)
 	if g := perKey(got); !slices.Equal(g, want) {
 		t.Errorf("per-key findings differ from analyze's:\n fleet:   %v\n analyze: %v", g, want)
+	}
+}
+
+// stopAt delivers a keyed partition's records while their event ts is
+// before at, and then nothing: the member has processed every partition
+// up to that moment of event time when it stops.
+type stopAt struct {
+	*pipeline.Pipeline
+	at time.Time
+}
+
+func (s stopAt) Deliver(ctx context.Context, msgs []consumer.Message) error {
+	for i := range msgs {
+		var v struct {
+			TS time.Time `json:"ts"`
+		}
+		if err := json.Unmarshal(msgs[i].Value, &v); err != nil {
+			return err
+		}
+		if !v.TS.Before(s.at) {
+			if err := s.Pipeline.Deliver(ctx, msgs[:i]); err != nil {
+				return err
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		}
+	}
+	return s.Pipeline.Deliver(ctx, msgs)
+}
+
+// TestAnAnalyzeMemberTakingOverRebuildsFromTheKeyedTopic stops the only
+// analyze member between the two exchanges of a stolen refresh token, and
+// between the uses of replayed tokens, then starts another in its place:
+// it rebuilds the state of its partitions' keys from the keyed records the
+// first processed, so the incidents that straddle the move are found, and
+// each once (the findings of both equal analyze's). Without the rebuild the
+// second member takes the stolen token's second exchange for a refresh
+// from a new device.
+func TestAnAnalyzeMemberTakingOverRebuildsFromTheKeyedTopic(t *testing.T) {
+	spec := unkeyedSpec()
+	spec.Inject[gen.ScenarioRefreshReuseTwoDevices] = 1
+	events := generate(t, spec)
+	slices.SortStableFunc(events, func(a, b event.Event) int { return a.TS.Compare(b.TS) })
+	// Split between the two exchanges of the parent exchanged twice.
+	exchanged := map[string]time.Time{}
+	var split time.Time
+	for i := range events {
+		e := &events[i]
+		if e.Kind != event.KindRefresh || e.Outcome != event.OK || e.ParentTokenID == "" {
+			continue
+		}
+		if first, ok := exchanged[e.ParentTokenID]; ok && split.IsZero() {
+			split = first.Add(e.TS.Sub(first) / 2)
+		}
+		exchanged[e.ParentTokenID] = e.TS
+	}
+	if split.IsZero() {
+		t.Fatal("the traffic has no refresh token exchanged twice")
+	}
+	c := config.Default()
+	c.Redaction.Key = "takeover"
+	want, _ := analyzeReference(t, c, events)
+
+	h := newHarness(t, 1)
+	keyed := testkit.Topic(t) + "-keyed"
+	testkit.CreateTopic(t, h.brokers, keyed, 6)
+	produceUnkeyed(t, h.brokers, h.topic, 1, ingest.FormatJSON, events)
+	cc := c
+	cc.Kafka = h.kcfg
+	cc.ClickHouse.Database = h.store.Database()
+	cc.ClickHouse.BatchRows, cc.ClickHouse.BatchInterval = 5000, 200*time.Millisecond
+	cc.Fleet.KeyedTopic, cc.Fleet.KeyedPartitions = keyed, 6
+	akcfg := h.kcfg
+	akcfg.Topics, akcfg.GroupID, akcfg.Format = []string{keyed}, h.kcfg.GroupID+"-analyze", "json"
+
+	part := rekey.NewPartitioner(6)
+	var before, total int64
+	for i := range events {
+		n := int64(len(part.Partitions(rekey.RouteOf(&events[i]), nil)))
+		total += n
+		if events[i].TS.Before(split) {
+			before += n
+		}
+	}
+	ing := startMember(t, h, cc, config.RoleIngest, h.kcfg, nil)
+	deadline := time.Now().Add(3 * time.Minute)
+	for ing.built.Pipeline.Stats().Stored < int64(len(events)) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	ing.stop()
+
+	first := startMember(t, h, cc, config.RoleAnalyze, akcfg, func(p *pipeline.Pipeline) consumer.Sink { return stopAt{p, split} })
+	for first.built.Pipeline.Stats().Consumed < before && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	first.stop()
+	if got := first.built.Pipeline.Stats().Consumed; got != before {
+		t.Fatalf("the first analyze member read %d keyed records, want the %d before %s", got, before, split)
+	}
+	second := startMember(t, h, cc, config.RoleAnalyze, akcfg, nil)
+	for second.built.Pipeline.Stats().Consumed < total-before && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	second.stop()
+	if got := second.built.Pipeline.Stats().Consumed; got != total-before {
+		t.Fatalf("the second analyze member read %d keyed records, want the %d from %s on", got, total-before, split)
+	}
+	if l := second.logs.String(); !strings.Contains(l, "detector state rebuilt from the records processed before the committed offsets") {
+		t.Errorf("the second member did not rebuild its state from the keyed topic:\n%s", l)
+	}
+	got, _ := storedResults(t, h)
+	// One member at a time owns every keyed partition: even the
+	// per-service detectors see every event, so every finding must match.
+	if !slices.Equal(got, want) {
+		t.Errorf("findings across the takeover differ from analyze's:\n fleet:   %v\n analyze: %v", got, want)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,6 +94,13 @@ type Replayer interface {
 	ReplayEvents(ctx context.Context, topic string, partitions []int32, since time.Time, fn func(*event.Event)) (int, error)
 }
 
+// MessageReplayer reads back the records a consumer group processed on
+// partitions before its committed offsets (the fleet's analyze stage
+// rebuilds from the keyed topic, rekey.Replayer).
+type MessageReplayer interface {
+	ReplayMessages(ctx context.Context, topic string, partitions []int32, fn func(*consumer.Message)) (int, error)
+}
+
 // Store is where batches go.
 type Store interface {
 	InsertEvents(ctx context.Context, b *store.Batch) error
@@ -150,8 +158,11 @@ type Options struct {
 	DeadLetter Forwarder
 	Quarantine Forwarder
 	Replayer   Replayer
-	Metrics    *metrics.Pipeline
-	Log        *slog.Logger
+	// MessageReplayer, with a MessageDecoder, rebuilds from the records
+	// themselves in place of Replayer.
+	MessageReplayer MessageReplayer
+	Metrics         *metrics.Pipeline
+	Log             *slog.Logger
 }
 
 // Stats are the running totals the demo summary prints.
@@ -387,11 +398,18 @@ func (p *Pipeline) onLoop(ctx context.Context, fn func()) error {
 // began under the previous owner is still seen. It runs on the processing
 // goroutine, before the partitions' readers start.
 func (p *Pipeline) Rebuild(ctx context.Context, topic string, partitions []int32) error {
-	if p.o.Replayer == nil || p.cfg.RebuildWindow <= 0 || len(partitions) == 0 {
+	if p.cfg.RebuildWindow <= 0 || len(partitions) == 0 {
+		return nil
+	}
+	rebuild := p.rebuild
+	switch {
+	case p.o.MessageReplayer != nil && p.msgDec != nil:
+		rebuild = p.rebuildFromRecords
+	case p.o.Replayer == nil:
 		return nil
 	}
 	var err error
-	if lerr := p.onLoop(ctx, func() { err = p.rebuild(ctx, topic, partitions) }); lerr != nil {
+	if lerr := p.onLoop(ctx, func() { err = rebuild(ctx, topic, partitions) }); lerr != nil {
 		return lerr
 	}
 	return err
@@ -443,6 +461,37 @@ func (p *Pipeline) rebuild(ctx context.Context, topic string, partitions []int32
 	}
 	p.o.Log.Info("detector state rebuilt from ClickHouse", "topic", topic, "partitions", partitions, "events", n,
 		"from", since, "complete_to", low, "merged_past_it", merged, "window", p.cfg.RebuildWindow,
+		"took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// rebuildFromRecords replays the records the group processed on the
+// partitions before its committed offsets (the previous owner's share) into
+// the stateful stages, muted: decoded as live records are (copies dropped),
+// then the last RebuildWindow of event time in ts order. The records after
+// the committed offsets come live, so each event is judged once.
+func (p *Pipeline) rebuildFromRecords(ctx context.Context, topic string, partitions []int32) error {
+	start := time.Now()
+	var evs []event.Event
+	n, err := p.o.MessageReplayer.ReplayMessages(ctx, topic, partitions, func(m *consumer.Message) {
+		evs, _ = p.msgDec.DecodeMessage(m, evs) // a record refused now was refused and counted when first read
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild state of %s %v: %w", topic, partitions, err)
+	}
+	slices.SortStableFunc(evs, func(a, b event.Event) int { return a.TS.Compare(b.TS) })
+	from := 0
+	if len(evs) > 0 {
+		cut := evs[len(evs)-1].TS.Add(-p.cfg.RebuildWindow)
+		from, _ = slices.BinarySearchFunc(evs, cut, func(e event.Event, t time.Time) int { return e.TS.Compare(t) })
+	}
+	for i := from; i < len(evs); i++ {
+		for _, o := range p.o.Observers {
+			o.Replay(&evs[i])
+		}
+	}
+	p.o.Log.Info("detector state rebuilt from the records processed before the committed offsets", "topic", topic,
+		"partitions", partitions, "records", n, "events", len(evs)-from, "window", p.cfg.RebuildWindow,
 		"took", time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -101,7 +101,7 @@ func startService(ctx context.Context, c config.Config, st *store.Store, reg *pr
 		if err != nil {
 			return nil, err
 		}
-		if err := s.start(ctx, built, c.Kafka, st.StoredOffsets, true, log); err != nil {
+		if err := s.start(ctx, built, c.Kafka, st.StoredOffsets, log); err != nil {
 			return nil, err
 		}
 		return s, nil
@@ -120,12 +120,12 @@ func startService(ctx context.Context, c config.Config, st *store.Store, reg *pr
 			s.Stop()
 			return nil, err
 		}
-		kc, stored, rebuild := c.Kafka, st.StoredOffsets, true
+		kc, stored := c.Kafka, st.StoredOffsets
 		if role == config.RoleAnalyze {
-			kc.Topics, kc.GroupID, kc.Format = []string{c.Fleet.KeyedTopic}, analyzeGroupID(c), "json"
-			stored, rebuild = nil, false // keyed offsets are the group's own; rebuilding is Fleet 3/4's
+			kc.Topics, kc.GroupID, kc.Format = []string{c.Fleet.KeyedTopic}, pipeline.AnalyzeGroupID(c), "json"
+			stored = nil // keyed offsets are the group's own
 		}
-		if err := s.start(ctx, built, kc, stored, rebuild, slg); err != nil {
+		if err := s.start(ctx, built, kc, stored, slg); err != nil {
 			s.Stop()
 			return nil, err
 		}
@@ -133,23 +133,14 @@ func startService(ctx context.Context, c config.Config, st *store.Store, reg *pr
 	return s, nil
 }
 
-func analyzeGroupID(c config.Config) string {
-	if c.Fleet.AnalyzeGroupID != "" {
-		return c.Fleet.AnalyzeGroupID
-	}
-	return c.Kafka.GroupID + "-analyze"
-}
-
-func (s *service) start(ctx context.Context, built *pipeline.Built, kc config.Kafka, stored consumer.StoredOffsets, rebuild bool, log *slog.Logger) error {
+func (s *service) start(ctx context.Context, built *pipeline.Built, kc config.Kafka, stored consumer.StoredOffsets, log *slog.Logger) error {
 	group, err := consumer.New(kc, stored, built.Metrics, log)
 	if err != nil {
 		built.Close()
 		return err
 	}
 	built.Pipeline.SetAcker(group)
-	if rebuild {
-		group.SetRebuilder(built.Pipeline)
-	}
+	group.SetRebuilder(built.Pipeline) // each stage rebuilds what it keeps (the ingest stage nothing)
 	if s.Pipeline == nil {
 		s.Pipeline, s.Stages = built.Pipeline, built.Stages
 	}
