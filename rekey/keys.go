@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tokenwatch/tokenwatch/event"
+	"github.com/tokenwatch/tokenwatch/sli"
 )
 
 // Key prefixes keep the key spaces apart (a token id equal to a family id
@@ -23,6 +24,8 @@ const (
 	tokenKey   = "t:"
 	familyKey  = "f:"
 	serviceKey = "s:"
+	// revokeKeyPrefix keys the partial results of a broadcast revoke.
+	revokeKeyPrefix = "r:"
 )
 
 // Route is where one event goes on the keyed topic: every partition when
@@ -56,9 +59,7 @@ type Route struct {
 func RouteOf(e *event.Event) Route {
 	switch e.Kind {
 	case event.KindValidate, event.KindIntrospect:
-		if e.TokenID != "" {
-			return Route{Keys: []string{tokenKey + e.TokenID}}
-		}
+		return Route{Keys: []string{validationKey(e.TokenID, e.Service)}}
 	case event.KindIssue:
 		if e.TokenID != "" {
 			if e.FamilyID != "" {
@@ -77,7 +78,7 @@ func RouteOf(e *event.Event) Route {
 			return Route{Keys: []string{tokenKey + e.TokenID}}
 		}
 	case event.KindRevoke:
-		if e.Target == "token" && e.TokenID != "" {
+		if !RevokeBroadcast(e.Target, e.TokenID) {
 			return Route{Keys: []string{tokenKey + e.TokenID}}
 		}
 		return Route{Broadcast: true}
@@ -85,6 +86,42 @@ func RouteOf(e *event.Event) Route {
 		return Route{Broadcast: true}
 	}
 	return Route{Keys: []string{serviceKey + e.Service}}
+}
+
+// validationKey is where a validation or introspection goes: its token, or
+// without one (outcome malformed) its service.
+func validationKey(token, service string) string {
+	if token != "" {
+		return tokenKey + token
+	}
+	return serviceKey + service
+}
+
+// RevokeBroadcast says whether a revoke of target naming token goes to
+// every partition: all but a revoke of one named token.
+func RevokeBroadcast(target, token string) bool { return target != "token" || token == "" }
+
+// revokeKey is where the partial results of a broadcast revoke meet: its
+// owner merges them (sli.RevocationMerger).
+func revokeKey(id string) string { return revokeKeyPrefix + id }
+
+// Split is what the revocation tracker of an analyze member needs to
+// report broadcast revokes per keyed partition (sli.Split).
+func (p *Partitioner) Split() *sli.Split {
+	return &sli.Split{
+		Partitions:  int32(p.n),
+		PartitionOf: func(token, service string) int32 { return p.Of(validationKey(token, service)) },
+		Broadcast:   RevokeBroadcast,
+	}
+}
+
+// RevokeOwner is the keyed partition whose owner merges the partial
+// results of the broadcast revoke with result id id.
+func (p *Partitioner) RevokeOwner(id string) int32 { return p.Of(revokeKey(id)) }
+
+// Of is the partition of one key.
+func (p *Partitioner) Of(key string) int32 {
+	return int32(kafka.Murmur2Balancer{}.Balance(kafka.Message{Key: []byte(key)}, p.all...))
 }
 
 // Partitioner maps keys to partitions of the keyed topic with Kafka's
@@ -113,7 +150,7 @@ func (p *Partitioner) Partitions(r Route, dst []int32) []int32 {
 		return dst
 	}
 	for _, k := range r.Keys {
-		part := int32(kafka.Murmur2Balancer{}.Balance(kafka.Message{Key: []byte(k)}, p.all...))
+		part := p.Of(k)
 		dup := false
 		for _, d := range dst {
 			dup = dup || d == part

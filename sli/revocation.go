@@ -105,6 +105,27 @@ type TrackerConfig struct {
 	// MaxBuffered caps the reorder buffer. Default 1,000,000. Past it the
 	// oldest events are processed early (TrackerStats.ReorderOverflows).
 	MaxBuffered int
+	// Split, when set (the fleet's analyze stage), splits the result of
+	// each revoke the keyed topic broadcasts by keyed partition: see Split.
+	Split *Split
+}
+
+// Split tells the tracker how the fleet's keyed topic spreads the events
+// (package rekey decides; the tracker only asks). A revoke that reached
+// every keyed partition covers tokens spread over every analyze member, so
+// no member can tell its whole result: each reports, through OnPartial, one
+// partial result per keyed partition it owns, and the owner of the revoke
+// merges them (RevocationMerger). A revoke of one token reaches that
+// token's partition only and is reported whole, as without Split.
+type Split struct {
+	// Partitions is the keyed topic's partition count.
+	Partitions int32
+	// PartitionOf is the keyed partition a validation of token (at
+	// service) goes to.
+	PartitionOf func(token, service string) int32
+	// Broadcast says whether a revoke of target naming token reaches every
+	// keyed partition.
+	Broadcast func(target, token string) bool
 }
 
 func (c *TrackerConfig) applyDefaults() {
@@ -197,6 +218,11 @@ type Tracker struct {
 	ready     []Revocation // finalized, waiting for callbacks
 	breachCBs []func(Revocation)
 	breaches  []Revocation // partial results of revokes breached before their horizon
+	// With Split: the keyed partitions this member owns, and the partial
+	// results waiting for their callbacks.
+	owned      []int32
+	partials   []RevocationPartial
+	partialCBs []func(RevocationPartial)
 }
 
 type tokenInfo struct {
@@ -215,8 +241,16 @@ type pendingRevoke struct {
 	rev      Revocation
 	ts       int64
 	keys     targetKey
-	services map[string]*serviceWatch
+	services map[watchKey]*serviceWatch
 	breached bool // already reported through OnBreach
+	split    bool // reported per keyed partition (Split)
+}
+
+// watchKey is a service, and with Split the keyed partition of the tokens
+// it saw (0 otherwise).
+type watchKey struct {
+	service string
+	part    int32
 }
 
 // serviceWatch is one service's behaviour after one revoke.
@@ -225,7 +259,21 @@ type serviceWatch struct {
 	lastAccept     int64 // 0 = none
 	firstRejection int64 // first revoked rejection at all; 0 = none
 	rejectionAfter int64 // first revoked rejection after lastAccept; 0 = none
+	// With Split: the earliest revoked rejections after lastAccept (at most
+	// maxPartialRejections) and the latest, so the merge can find the first
+	// rejection after another partition's later acceptance.
+	rejections    []int64
+	lastRejection int64
 }
+
+// maxPartialRejections bounds the rejection times one partial keeps per
+// service. A service that rejects a revoked token does so for every
+// request after it learned of the revoke; the merge needs the first one
+// after the last acceptance of any partition, which is among the first
+// few of each partition unless that partition's clients retried dozens
+// of times before another partition's last acceptance (then the latest
+// rejection bounds it from above).
+const maxPartialRejections = 32
 
 // record is the part of an event the tracker needs, kept small because the
 // reorder buffer holds one per event for Lateness.
@@ -307,10 +355,29 @@ func (t *Tracker) Observe(e *event.Event) {
 		t.stats.ReorderOverflows++
 		t.process(heap.Pop(&t.buf).(*record))
 	}
-	breaches, ready := t.take(&t.breaches, t.breachCBs), t.take(&t.ready, t.callbacks)
+	breaches, ready, partials := t.take(&t.breaches, t.breachCBs), t.take(&t.ready, t.callbacks), t.takePartials()
 	t.mu.Unlock()
 	breaches()
 	ready()
+	partials()
+}
+
+// Advance moves event time to now (the pipeline's watermark) with no event:
+// the revokes whose horizon has passed are reported even while this
+// tracker's own events pause (an analyze member whose keyed partitions are
+// quiet still reports its partials).
+func (t *Tracker) Advance(now time.Time) {
+	ns := now.UnixNano()
+	t.mu.Lock()
+	if ns > t.maxTS {
+		t.maxTS = ns
+	}
+	t.advance(satSub(t.maxTS, int64(t.cfg.Lateness)))
+	breaches, ready, partials := t.take(&t.breaches, t.breachCBs), t.take(&t.ready, t.callbacks), t.takePartials()
+	t.mu.Unlock()
+	breaches()
+	ready()
+	partials()
 }
 
 // Flush processes every buffered event and emits every pending revoke
@@ -328,10 +395,11 @@ func (t *Tracker) Flush() {
 		p := t.pending[0]
 		t.finalize(p, p.ts+int64(t.cfg.Horizon) >= t.done)
 	}
-	breaches, ready := t.take(&t.breaches, t.breachCBs), t.take(&t.ready, t.callbacks)
+	breaches, ready, partials := t.take(&t.breaches, t.breachCBs), t.take(&t.ready, t.callbacks), t.takePartials()
 	t.mu.Unlock()
 	breaches()
 	ready()
+	partials()
 }
 
 // OnBreach registers fn for early reports (see TrackerConfig.BreachAfter).
@@ -496,7 +564,8 @@ func (t *Tracker) startRevoke(r *record) {
 			Reason:    r.revoke.reason,
 			RevokedAt: at,
 		},
-		services: map[string]*serviceWatch{},
+		services: map[watchKey]*serviceWatch{},
+		split:    t.cfg.Split != nil && t.cfg.Split.Broadcast(r.revoke.target, r.token),
 	}
 	t.pending = append(t.pending, p)
 	t.byTarget[p.keys] = append(t.byTarget[p.keys], p)
@@ -541,17 +610,23 @@ func (t *Tracker) watch(k targetKey, r *record, issued int64) {
 		if r.ts <= p.ts || issued > p.ts {
 			continue // before the revoke, or a token issued after it
 		}
-		w := p.services[r.service]
+		wk := watchKey{service: r.service}
+		if p.split {
+			wk.part = t.cfg.Split.PartitionOf(r.token, r.service)
+		}
+		w := p.services[wk]
 		if w == nil {
 			w = &serviceWatch{}
-			p.services[r.service] = w
+			p.services[wk] = w
 		}
 		switch r.outcome {
 		case event.OK:
 			w.residual++
 			w.lastAccept = r.ts
 			w.rejectionAfter = 0
-			if t.cfg.BreachAfter > 0 && !p.breached && r.ts-p.ts > int64(t.cfg.BreachAfter) {
+			w.rejections = w.rejections[:0]
+			// A split revoke's breach is the merging owner's to report.
+			if t.cfg.BreachAfter > 0 && !p.breached && !p.split && r.ts-p.ts > int64(t.cfg.BreachAfter) {
 				p.breached = true
 				t.breaches = append(t.breaches, t.result(p, true))
 			}
@@ -561,6 +636,12 @@ func (t *Tracker) watch(k targetKey, r *record, issued int64) {
 			}
 			if w.rejectionAfter == 0 {
 				w.rejectionAfter = r.ts
+			}
+			if p.split {
+				if len(w.rejections) < maxPartialRejections {
+					w.rejections = append(w.rejections, r.ts)
+				}
+				w.lastRejection = max(w.lastRejection, r.ts)
 			}
 		}
 	}
@@ -583,6 +664,12 @@ func (t *Tracker) finalize(p *pendingRevoke, truncated bool) {
 		t.byTarget[p.keys] = list
 	}
 
+	if p.split {
+		for _, part := range t.owned {
+			t.partials = append(t.partials, t.partial(p, part, truncated))
+		}
+		return
+	}
 	t.ready = append(t.ready, t.result(p, truncated))
 }
 
@@ -593,7 +680,8 @@ func (t *Tracker) result(p *pendingRevoke, truncated bool) Revocation {
 	rev.Truncated = truncated
 	rev.Propagated = true
 	rev.ByService = make(map[string]ServiceLag, len(p.services))
-	for svc, w := range p.services {
+	for wk, w := range p.services {
+		svc := wk.service // one partition per service unless split
 		lag := ServiceLag{ResidualAcceptances: w.residual, Propagated: true}
 		if w.residual > 0 {
 			last := seconds(w.lastAccept - p.ts)
