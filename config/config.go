@@ -155,6 +155,10 @@ type Fleet struct {
 	// RebuildMaxRecords bounds the keyed records an analyze member reads
 	// back (pipeline.rebuild_window of them) when it takes over partitions.
 	RebuildMaxRecords int64 `yaml:"rebuild_max_records"`
+	// PartialWait is how long (wall clock) the owner of a broadcast revoke
+	// waits for the partial results of every keyed partition before it
+	// reports the revoke truncated.
+	PartialWait time.Duration `yaml:"partial_wait"`
 }
 
 // Fleet roles.
@@ -220,7 +224,7 @@ func Default() Config {
 			DedupMaxEntries:      500_000,
 		},
 		Fleet: Fleet{KeyedPartitions: 12, ReplicationFactor: -1, Retention: 24 * time.Hour, Role: RoleBoth,
-			RebuildMaxRecords: 200_000},
+			RebuildMaxRecords: 200_000, PartialWait: 10 * time.Minute},
 		Detect: detect.DefaultConfig(),
 		Alertmanager: Alertmanager{
 			ResendInterval: time.Minute,

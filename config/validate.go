@@ -119,6 +119,9 @@ func (c *Config) Validate() error {
 		if f.Retention <= 0 {
 			return fmt.Errorf("fleet.retention: want a positive duration (default 24h)")
 		}
+		if f.PartialWait <= 0 {
+			return fmt.Errorf("fleet.partial_wait: want a positive duration (default 10m)")
+		}
 		if f.RebuildMaxRecords < 1 {
 			return fmt.Errorf("fleet.rebuild_max_records: want at least 1 (default 200000)")
 		}

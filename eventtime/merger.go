@@ -70,6 +70,13 @@ type Config struct {
 	// keyed record): nothing is released until IdleTimeout after the first
 	// event, so every source is heard before the watermark moves.
 	Discover bool
+	// MaxAhead, when set, also pauses a partition whose watermark runs
+	// more than this far (event time) past the stream's, however few events
+	// are held: the fleet's ingest stage publishes to the keyed topic in the
+	// order it reads, so this keeps its raw partitions within MaxAhead of
+	// each other there, and the analyze members do not meet events later
+	// than their lateness when one raw partition is read faster (a backlog).
+	MaxAhead time.Duration
 	// Lateness is how far behind the released stream an event may arrive
 	// and still be taken into account by the stages downstream (they keep
 	// their own reorder allowance); an event further behind is counted as
@@ -415,12 +422,14 @@ func (m *Merger) Stats() Stats {
 // updateGate blocks the partitions running ahead of the watermark while the
 // buffer is over half full, and frees every partition otherwise.
 func (m *Merger) updateGate(now time.Time) {
-	if m.held <= m.cfg.MaxBuffered/2 {
+	full := m.held > m.cfg.MaxBuffered/2
+	if !full && (m.cfg.MaxAhead <= 0 || m.watermark == math.MinInt64) {
 		m.gate.clear()
 		return
 	}
 	for p, pt := range m.parts {
-		ahead := pt.heard && pt.mark > m.watermark && !m.idle(pt, now)
+		ahead := pt.heard && !m.idle(pt, now) &&
+			((full && pt.mark > m.watermark) || (m.cfg.MaxAhead > 0 && m.watermark != math.MinInt64 && pt.mark > m.watermark+int64(m.cfg.MaxAhead)))
 		m.gate.set(p, ahead)
 	}
 }

@@ -173,6 +173,41 @@ func TestGateBlocksThePartitionsAheadAndNeverTheSlowest(t *testing.T) {
 	}
 }
 
+// With MaxAhead, a partition whose watermark runs more than MaxAhead past
+// the stream's is paused though the buffer is nearly empty, and let go when
+// the others catch up (the fleet's ingest stage keeps its raw partitions
+// together in the keyed topic this way).
+func TestMaxAheadPausesAPartitionFarAheadInEventTime(t *testing.T) {
+	var o out
+	m := New(Config{IdleTimeout: time.Minute, MaxBuffered: 100_000, MaxAhead: 30 * time.Second}, o.emit)
+	now := time.Now()
+	m.Add(p1, ev(0), now, now)
+	for s := 1; s <= 20; s++ {
+		m.Add(p0, ev(s), now, now)
+	}
+	m.Advance(now)
+	if m.Gate(p0) != nil || m.Gate(p1) != nil {
+		t.Fatal("20 s apart, within MaxAhead: neither partition may be paused")
+	}
+	for s := 21; s <= 120; s++ {
+		m.Add(p0, ev(s), now, now)
+	}
+	m.Advance(now)
+	if m.Gate(p0) == nil {
+		t.Fatalf("partition 0 runs 2 minutes ahead of partition 1 with %d events held, but is not paused", m.Stats().Buffered)
+	}
+	if m.Gate(p1) != nil {
+		t.Fatal("partition 1 holds the watermark and must never be paused")
+	}
+	for s := 1; s <= 100; s++ {
+		m.Add(p1, ev(s), now, now)
+	}
+	m.Advance(now)
+	if m.Gate(p0) != nil {
+		t.Fatal("partition 0 still paused after partition 1 caught up to within MaxAhead")
+	}
+}
+
 // Past MaxBuffered the oldest events are released early, counted, and
 // nothing is lost.
 func TestFullBufferReleasesTheOldestAndLosesNothing(t *testing.T) {

@@ -85,7 +85,11 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 	if err != nil {
 		return nil, fmt.Errorf("redaction.patterns: %w", err)
 	}
-	stages, err := BuildStages(c, reg)
+	var split *sli.Split
+	if role == config.RoleAnalyze {
+		split = rekey.NewPartitioner(c.Fleet.KeyedPartitions).Split()
+	}
+	stages, err := buildStages(c, reg, split)
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +101,7 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 	}
 	rebuild := c.Pipeline.RebuildWindow
 	keyedPartitions := 0
+	var maxAhead time.Duration
 	switch role {
 	case config.RoleIngest:
 		opts.Observers = []Observer{exporterOnly{stages.Exporter}}
@@ -112,6 +117,11 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		opts.Publisher = pub
 		b.closers = append(b.closers, pub.Close)
 		rebuild = 0 // no detectors here
+		// The keyed topic receives the raw partitions in the order this
+		// stage reads them: keep them within the lateness of each other in
+		// event time, or a backlog read faster on one raw partition makes
+		// the other partitions' events late for the analyze members.
+		maxAhead = c.Pipeline.Lateness
 	case config.RoleAnalyze:
 		opts.Guard = nil // the ingest stage guarded every event it published
 		opts.Observers = []Observer{detectorsOnly{stages}}
@@ -131,6 +141,24 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		opts.Replayer = nil
 		opts.MessageReplayer = &rekey.Replayer{Brokers: c.Kafka.Brokers, Dialer: d, Transport: tr,
 			Group: AnalyzeGroupID(c), Window: rebuild, MaxRecords: c.Fleet.RebuildMaxRecords}
+		// A broadcast revoke's result is split by keyed partition: each
+		// member publishes its partitions' partials to the revoke's owner,
+		// which merges them (docs/fleet.md).
+		pub, err := rekey.NewPublisher(rekey.PublisherConfig{Brokers: c.Kafka.Brokers, Topic: c.Fleet.KeyedTopic,
+			Partitions: c.Fleet.KeyedPartitions, Transport: tr}, log)
+		if err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, pub.Close)
+		stages.Tracker.OnPartial(func(x sli.RevocationPartial) {
+			if err := pub.PublishPartial(x); err != nil {
+				log.Error("a partial revocation result could not be encoded", "revocation", x.Revoke.ID, "err", err)
+			}
+		})
+		dec.(*rekey.Decoder).SetPartialSink(stages.Partial)
+		dec.(*rekey.Decoder).SetTokenFactsSink(stages.Tracker.Learn)
+		part := rekey.NewPartitioner(c.Fleet.KeyedPartitions)
+		opts.OnAssigned = func(partitions []int32) { stages.assigned(part, partitions) }
 	}
 	if c.Kafka.DeadLetterTopic != "" || c.Kafka.QuarantineTopic != "" {
 		tr, err := consumer.Transport(c.Kafka)
@@ -153,7 +181,7 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		MaxPendingBatches: c.ClickHouse.MaxPendingBatches, RetryInitial: c.ClickHouse.RetryInitial,
 		RetryMax: c.ClickHouse.RetryMax, LabelCap: c.Pipeline.LabelCap, RebuildWindow: rebuild,
 		EventTime: eventtime.Config{IdleTimeout: c.Pipeline.PartitionIdleTimeout, MaxBuffered: c.Pipeline.MergeBuffer,
-			Lateness: c.Pipeline.Lateness},
+			Lateness: c.Pipeline.Lateness, MaxAhead: maxAhead},
 		KeyedPartitions: keyedPartitions,
 	}, opts)
 	if err != nil {
@@ -185,6 +213,13 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 // BuildStages makes the SLI exporter, the revocation tracker and the
 // detectors from the config.
 func BuildStages(c config.Config, reg prometheus.Registerer) (*Stages, error) {
+	return buildStages(c, reg, nil)
+}
+
+// buildStages is BuildStages; with split (the fleet's analyze stage) the
+// tracker reports broadcast revokes per keyed partition, and the stages
+// merge the partials of those this member owns.
+func buildStages(c config.Config, reg prometheus.Registerer, split *sli.Split) (*Stages, error) {
 	spec := slo.Default()
 	if c.SLOFile != "" {
 		s, err := slo.Load(c.SLOFile)
@@ -201,11 +236,29 @@ func BuildStages(c config.Config, reg prometheus.Registerer) (*Stages, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr, err := sli.NewTracker(sli.TrackerConfig{Horizon: c.Pipeline.RevocationHorizon, Lateness: c.Pipeline.Lateness, BreachAfter: propagationSLO})
+	tr, err := sli.NewTracker(sli.TrackerConfig{Horizon: c.Pipeline.RevocationHorizon, Lateness: c.Pipeline.Lateness, BreachAfter: propagationSLO,
+		Split: split})
 	if err != nil {
 		return nil, err
 	}
 	st := &Stages{Exporter: exp, Tracker: tr}
+	if split != nil {
+		st.merger = sli.NewRevocationMerger(c.Fleet.PartialWait)
+		st.partials = &partialMetrics{
+			pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokenwatch_revocation_partials_pending",
+				Help: "Broadcast revokes this analyze member owns that wait for the partial results of some keyed partitions."}),
+			late: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwatch_revocation_partials_late_total",
+				Help: "Partial results of broadcast revokes that arrived after fleet.partial_wait, when the revoke had been reported truncated: merged in and reported again."}),
+		}
+		if reg != nil {
+			if err := reg.Register(st.partials.pending); err != nil {
+				return nil, err
+			}
+			if err := reg.Register(st.partials.late); err != nil {
+				return nil, err
+			}
+		}
+	}
 	dc := c.Detect
 	dc.RevocationSLO = propagationSLO
 	det, err := detect.New(dc, st, reg)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,9 +47,10 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 			}
 		}
 	}
+	events = append(events, testkit.PastTheHorizon(events, 6)...)
 	c := config.Default()
 	c.Redaction.Key = "fleet"
-	wantAll, _ := analyzeReference(t, c, events)
+	wantAll, wantRevs := analyzeReference(t, c, events)
 	want := perKey(wantAll)
 	if len(want) < 4 {
 		t.Fatalf("analyze found %d per-key incidents: too few to mean anything", len(want))
@@ -89,6 +91,18 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	ing.stop()
+	// Every revoke's horizon has passed on every member: each published
+	// its partitions' partials and the owners merge them.
+	var revs []string
+	for time.Now().Before(deadline) {
+		if _, revs = storedResults(t, h); slices.Equal(revs, wantRevs) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !slices.Equal(revs, wantRevs) {
+		t.Errorf("revocation rows differ from analyze's: %s", listDiff(revs, wantRevs))
+	}
 	if s := ing.built.Pipeline.Stats(); s.Stored != int64(len(events)) {
 		t.Fatalf("the ingest stage stored %d of %d events", s.Stored, len(events))
 	}
@@ -123,18 +137,22 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub.Close()
+	redelivered := func() float64 {
+		var n float64
+		for _, a := range analyzers {
+			n += metricValue(t, a.reg, `tokenwatch_rekey_copies_dropped_total{cause="redelivered"}`)
+		}
+		return n
+	}
 	deadline = time.Now().Add(2 * time.Minute)
-	for consumed() < 2*keyedTotal && time.Now().Before(deadline) {
+	for redelivered() < float64(keyedTotal) && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
+	time.Sleep(time.Second) // and nothing more than that
 	for _, a := range analyzers {
 		a.stop()
 	}
-	var redelivered float64
-	for _, a := range analyzers {
-		redelivered += metricValue(t, a.reg, `tokenwatch_rekey_copies_dropped_total{cause="redelivered"}`)
-	}
-	if redelivered != float64(keyedTotal) {
+	if redelivered := redelivered(); redelivered != float64(keyedTotal) {
 		t.Errorf("the analyze members dropped %v redelivered records, want every one of the %d published again", redelivered, keyedTotal)
 	}
 	got, _ := storedResults(t, h)
@@ -145,14 +163,20 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 
 // stopAt delivers a keyed partition's records while their event ts is
 // before at, and then nothing: the member has processed every partition
-// up to that moment of event time when it stops.
+// up to that moment of event time when it stops. It counts the event
+// records it delivered (not the partial revocation results the members
+// publish on the same topic).
 type stopAt struct {
 	*pipeline.Pipeline
-	at time.Time
+	at     time.Time
+	events *atomic.Int64
 }
 
 func (s stopAt) Deliver(ctx context.Context, msgs []consumer.Message) error {
 	for i := range msgs {
+		if isPartial(msgs[i]) {
+			continue
+		}
 		var v struct {
 			TS time.Time `json:"ts"`
 		}
@@ -163,11 +187,33 @@ func (s stopAt) Deliver(ctx context.Context, msgs []consumer.Message) error {
 			if err := s.Pipeline.Deliver(ctx, msgs[:i]); err != nil {
 				return err
 			}
+			s.count(msgs[:i])
 			<-ctx.Done()
 			return ctx.Err()
 		}
 	}
-	return s.Pipeline.Deliver(ctx, msgs)
+	if err := s.Pipeline.Deliver(ctx, msgs); err != nil {
+		return err
+	}
+	s.count(msgs)
+	return nil
+}
+
+func (s stopAt) count(msgs []consumer.Message) {
+	for _, m := range msgs {
+		if !isPartial(m) {
+			s.events.Add(1)
+		}
+	}
+}
+
+func isPartial(m consumer.Message) bool {
+	for _, h := range m.Headers {
+		if h.Key == rekey.HeaderKind {
+			return true
+		}
+	}
+	return false
 }
 
 // TestAnAnalyzeMemberTakingOverRebuildsFromTheKeyedTopic stops the only
@@ -231,20 +277,22 @@ func TestAnAnalyzeMemberTakingOverRebuildsFromTheKeyedTopic(t *testing.T) {
 	}
 	ing.stop()
 
-	first := startMember(t, h, cc, config.RoleAnalyze, akcfg, func(p *pipeline.Pipeline) consumer.Sink { return stopAt{p, split} })
-	for first.built.Pipeline.Stats().Consumed < before && time.Now().Before(deadline) {
+	var firstRead, secondRead atomic.Int64
+	first := startMember(t, h, cc, config.RoleAnalyze, akcfg, func(p *pipeline.Pipeline) consumer.Sink { return stopAt{p, split, &firstRead} })
+	for firstRead.Load() < before && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	first.stop()
-	if got := first.built.Pipeline.Stats().Consumed; got != before {
+	if got := firstRead.Load(); got != before {
 		t.Fatalf("the first analyze member read %d keyed records, want the %d before %s", got, before, split)
 	}
-	second := startMember(t, h, cc, config.RoleAnalyze, akcfg, nil)
-	for second.built.Pipeline.Stats().Consumed < total-before && time.Now().Before(deadline) {
+	never := time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	second := startMember(t, h, cc, config.RoleAnalyze, akcfg, func(p *pipeline.Pipeline) consumer.Sink { return stopAt{p, never, &secondRead} })
+	for secondRead.Load() < total-before && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	second.stop()
-	if got := second.built.Pipeline.Stats().Consumed; got != total-before {
+	if got := secondRead.Load(); got != total-before {
 		t.Fatalf("the second analyze member read %d keyed records, want the %d from %s on", got, total-before, split)
 	}
 	if l := second.logs.String(); !strings.Contains(l, "detector state rebuilt from the records processed before the committed offsets") {

@@ -94,6 +94,11 @@ type Replayer interface {
 	ReplayEvents(ctx context.Context, topic string, partitions []int32, since time.Time, fn func(*event.Event)) (int, error)
 }
 
+// Muter is an optional part of a MessageDecoder whose records carry more
+// than events (the fleet's partial results): muted while a rebuild decodes
+// history.
+type Muter interface{ Mute(on bool) }
+
 // MessageReplayer reads back the records a consumer group processed on
 // partitions before its committed offsets (the fleet's analyze stage
 // rebuilds from the keyed topic, rekey.Replayer).
@@ -161,8 +166,12 @@ type Options struct {
 	// MessageReplayer, with a MessageDecoder, rebuilds from the records
 	// themselves in place of Replayer.
 	MessageReplayer MessageReplayer
-	Metrics         *metrics.Pipeline
-	Log             *slog.Logger
+	// OnAssigned, with a SourcePartitioner (the fleet's analyze stage),
+	// hears which partitions this member reads now, on the processing
+	// goroutine.
+	OnAssigned func(partitions []int32)
+	Metrics    *metrics.Pipeline
+	Log        *slog.Logger
 }
 
 // Stats are the running totals the demo summary prints.
@@ -319,7 +328,10 @@ func (p *Pipeline) Deliver(ctx context.Context, msgs []consumer.Message) error {
 func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int32) error {
 	if p.srcParts != nil {
 		p.warnPartialView(len(partitions))
-		return nil
+		if p.o.OnAssigned == nil {
+			return nil
+		}
+		return p.onLoop(ctx, func() { p.o.OnAssigned(partitions) })
 	}
 	return p.onLoop(ctx, func() {
 		now := time.Now()
@@ -472,6 +484,10 @@ func (p *Pipeline) rebuild(ctx context.Context, topic string, partitions []int32
 // the committed offsets come live, so each event is judged once.
 func (p *Pipeline) rebuildFromRecords(ctx context.Context, topic string, partitions []int32) error {
 	start := time.Now()
+	if m, ok := p.msgDec.(Muter); ok {
+		m.Mute(true) // what the records carry besides events is history too
+		defer m.Mute(false)
+	}
 	var evs []event.Event
 	n, err := p.o.MessageReplayer.ReplayMessages(ctx, topic, partitions, func(m *consumer.Message) {
 		evs, _ = p.msgDec.DecodeMessage(m, evs) // a record refused now was refused and counted when first read

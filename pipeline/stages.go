@@ -4,9 +4,12 @@ import (
 	"context"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tokenwatch/tokenwatch/detect"
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/finding"
+	"github.com/tokenwatch/tokenwatch/rekey"
 	"github.com/tokenwatch/tokenwatch/sli"
 	"github.com/tokenwatch/tokenwatch/store"
 )
@@ -24,6 +27,44 @@ type Stages struct {
 	// replaying mutes every output while stored history rebuilds state:
 	// what that history produced was counted and stored the first time.
 	replaying bool
+	// merger, in the fleet's analyze stage, merges the partial results of
+	// the broadcast revokes this member owns (the tracker is split).
+	merger   *sli.RevocationMerger
+	partials *partialMetrics
+}
+
+// partialMetrics say how the merge of broadcast revokes' partials goes.
+type partialMetrics struct {
+	pending prometheus.Gauge
+	late    prometheus.Counter
+	lateSet float64
+}
+
+// assigned hears which keyed partitions this analyze member owns now: the
+// tracker reports partials for them, and the merges of revokes owned
+// elsewhere now are left to their new owner.
+func (s *Stages) assigned(part *rekey.Partitioner, partitions []int32) {
+	s.Tracker.SetOwned(partitions)
+	if s.merger == nil {
+		return
+	}
+	owned := make(map[int32]bool, len(partitions))
+	for _, p := range partitions {
+		owned[p] = true
+	}
+	s.merger.Retain(func(id string) bool { return owned[part.RevokeOwner(id)] })
+}
+
+// Partial merges one partial result of a broadcast revoke this member
+// owns (read from the keyed topic); the merged result goes where a
+// tracker's result goes. A replayed one only rebuilds the merge.
+func (s *Stages) Partial(x sli.RevocationPartial, replay bool) {
+	if s.merger == nil {
+		return
+	}
+	if r, ok := s.merger.Add(x, time.Now()); ok && !replay {
+		s.revocation(r)
+	}
 }
 
 // StageSink receives what the stages produce (the pipeline).
@@ -56,6 +97,22 @@ func (s *Stages) Tick(now time.Time) {
 	if !now.IsZero() {
 		s.Detect.Advance(now)
 	}
+	if s.merger == nil {
+		return
+	}
+	// A split tracker reports its partials when the member's watermark
+	// passes a revoke's horizon, even while its own partitions are quiet.
+	if !now.IsZero() {
+		s.Tracker.Advance(now)
+	}
+	for _, r := range s.merger.Expire(time.Now()) {
+		s.revocation(r)
+	}
+	s.partials.pending.Set(float64(s.merger.Pending()))
+	if late := float64(s.merger.Late); late > s.partials.lateSet {
+		s.partials.late.Add(late - s.partials.lateSet)
+		s.partials.lateSet = late
+	}
 }
 
 // Flush ends the input: the tracker reports every pending revoke (marked
@@ -63,6 +120,11 @@ func (s *Stages) Tick(now time.Time) {
 // pending updates, so a stop stores what is known, as analyze reports it.
 func (s *Stages) Flush() {
 	s.Tracker.Flush()
+	if s.merger != nil {
+		for _, r := range s.merger.Flush() {
+			s.revocation(r)
+		}
+	}
 	s.Detect.Flush()
 }
 

@@ -1,15 +1,18 @@
 package rekey
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/eventtime"
 	"github.com/tokenwatch/tokenwatch/ingest"
 	"github.com/tokenwatch/tokenwatch/ingest/consumer"
+	"github.com/tokenwatch/tokenwatch/sli"
 )
 
 // Decoder reads the keyed topic for the analyze stage: each record is one
@@ -22,7 +25,23 @@ type Decoder struct {
 	dedup   *Dedup
 	dropped *prometheus.CounterVec
 	scratch []int32
+	// partials receives the partial results of broadcast revokes that
+	// the keyed topic carries besides events; muted while replaying.
+	partials func(x sli.RevocationPartial, replay bool)
+	facts    func(f sli.TokenFacts)
+	muted    bool
 }
+
+// SetTokenFactsSink names who learns the token facts the keyed topic
+// carries for the tokens refreshes issued (the revocation tracker's Learn).
+func (d *Decoder) SetTokenFactsSink(fn func(f sli.TokenFacts)) { d.facts = fn }
+
+// SetPartialSink names who merges the partial results of broadcast revokes
+// read from the keyed topic (the analyze stage's Stages.Partial).
+func (d *Decoder) SetPartialSink(fn func(x sli.RevocationPartial, replay bool)) { d.partials = fn }
+
+// Mute marks what is decoded until Mute(false) as replayed history.
+func (d *Decoder) Mute(on bool) { d.muted = on }
 
 // NewDecoder is for a keyed topic of partitions partitions; the copy
 // counter goes on reg (nil: none).
@@ -51,6 +70,9 @@ func (d *Decoder) Decode(src event.Source, _ []byte, out []event.Event) ([]event
 
 // DecodeMessage decodes one keyed record and drops it when it is a copy.
 func (d *Decoder) DecodeMessage(m *consumer.Message, out []event.Event) ([]event.Event, []error) {
+	if kind := headerValue(m.Headers, HeaderKind); kind != "" {
+		return out, d.decodeOther(m, kind)
+	}
 	src, err := SourceOf(m.Headers)
 	if err != nil {
 		return out, []error{&ingest.Error{Src: m.Src, Format: ingest.FormatJSON, Record: -1, Reason: ingest.ReasonMissingField,
@@ -87,4 +109,42 @@ func (d *Decoder) MergePartition(m *consumer.Message) (eventtime.Partition, bool
 		return eventtime.Partition{}, false
 	}
 	return eventtime.Partition{Topic: src.Topic + " via " + m.Src.Topic + "/" + strconv.Itoa(int(m.Src.Partition)), Partition: src.Partition}, true
+}
+
+// decodeOther handles a keyed record that is not an event.
+func (d *Decoder) decodeOther(m *consumer.Message, kind string) []error {
+	bad := func(problem string) []error {
+		return []error{&ingest.Error{Src: m.Src, Format: ingest.FormatJSON, Record: -1, Reason: ingest.ReasonInvalidValue,
+			Field: "header " + HeaderKind, Problem: problem, Expected: "a record the ingest or analyze stage writes"}}
+	}
+	if kind == KindTokenFacts {
+		var f sli.TokenFacts
+		if err := json.Unmarshal(m.Value, &f); err != nil || f.Token == "" {
+			return bad(fmt.Sprintf("not token facts (%v)", err))
+		}
+		if d.facts != nil {
+			d.facts(f) // history or not, the tracker's index wants it
+		}
+		return nil
+	}
+	if kind != KindRevocationPartial {
+		return bad("unknown kind " + strconv.Quote(kind))
+	}
+	var x sli.RevocationPartial
+	if err := json.Unmarshal(m.Value, &x); err != nil || x.Revoke.ID == "" || x.Partitions <= 0 {
+		return bad(fmt.Sprintf("not a revocation partial (%v)", err))
+	}
+	if d.partials != nil {
+		d.partials(x, d.muted)
+	}
+	return nil
+}
+
+func headerValue(headers []kafka.Header, key string) string {
+	for _, h := range headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }

@@ -48,8 +48,10 @@ type Route struct {
 //     new tokens). Two keys: the event is produced once per distinct
 //     partition.
 //   - refresh: the family (f:family_id, required): reuse, rotation and
-//     refresh rate are per family. Without it (malformed): the token, else
-//     the service.
+//     refresh rate are per family. The token a successful one issued gets
+//     what the refresh says about it as a token-index record instead
+//     (TokenFactsOf). Without family_id (malformed): the token, else the
+//     service.
 //   - revoke with target token: the token. With target session, subject or
 //     family: every partition, since the tokens it covers are spread over
 //     all of them and each owner knows which of its own are covered (from
@@ -118,6 +120,23 @@ func (p *Partitioner) Split() *sli.Split {
 // RevokeOwner is the keyed partition whose owner merges the partial
 // results of the broadcast revoke with result id id.
 func (p *Partitioner) RevokeOwner(id string) int32 { return p.Of(revokeKey(id)) }
+
+// TokenFactsOf is what a successful refresh tells the revocation tracker
+// of the token it issued (its session, subject and family), for the
+// token's partition, which the refresh itself does not reach: the owner of
+// the token's validations, which may name no session, learns it as from an
+// issue event. ok is false for every other event.
+func TokenFactsOf(e *event.Event) (sli.TokenFacts, bool) {
+	if e.Kind != event.KindRefresh || e.Outcome != event.OK || e.TokenID == "" ||
+		(e.SessionID == "" && e.Subject == "" && e.FamilyID == "") {
+		return sli.TokenFacts{}, false
+	}
+	return sli.TokenFacts{Token: e.TokenID, Session: e.SessionID, Subject: e.Subject, Family: e.FamilyID,
+		IssuedAt: e.TS, Expires: e.EXP}, true
+}
+
+// TokenPartition is the partition of a token's validations.
+func (p *Partitioner) TokenPartition(token string) int32 { return p.Of(tokenKey + token) }
 
 // Of is the partition of one key.
 func (p *Partitioner) Of(key string) int32 {

@@ -2,8 +2,10 @@ package rekey
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/ingest"
+	"github.com/tokenwatch/tokenwatch/sli"
 )
 
 // Publisher writes accepted events to the keyed topic, in the order they
@@ -86,6 +89,35 @@ func (p *Publisher) Publish(e *event.Event, record int) {
 	for _, part := range p.scratch {
 		p.pending = append(p.pending, kafka.Message{Partition: int(part), Value: value, Headers: headers})
 	}
+	if facts, ok := TokenFactsOf(e); ok {
+		if tp := p.part.TokenPartition(facts.Token); !slices.Contains(p.scratch, tp) {
+			v, _ := json.Marshal(facts) // plain strings and times: cannot fail
+			p.pending = append(p.pending, kafka.Message{Partition: int(tp), Value: v,
+				Headers: []kafka.Header{{Key: HeaderKind, Value: []byte(KindTokenFacts)}}})
+		}
+	}
+}
+
+// HeaderKind marks a keyed record that is not an event; its value names
+// what it is (KindRevocationPartial).
+const (
+	HeaderKind            = "tw-kind"
+	KindRevocationPartial = "revocation-partial"
+	KindTokenFacts        = "token-facts"
+)
+
+// PublishPartial hands in one partial result of a broadcast revoke, for the
+// partition whose owner merges the revoke's partials, and sends it at once
+// (partials are rare: one per owned partition per broadcast revoke).
+func (p *Publisher) PublishPartial(x sli.RevocationPartial) error {
+	value, err := json.Marshal(x)
+	if err != nil {
+		return err
+	}
+	p.pending = append(p.pending, kafka.Message{Partition: int(p.part.RevokeOwner(x.Revoke.ID)), Value: value,
+		Headers: []kafka.Header{{Key: HeaderKind, Value: []byte(KindRevocationPartial)}}})
+	p.Mark()
+	return nil
 }
 
 // Mark sends what was published since the last Mark and returns a mark to

@@ -52,6 +52,33 @@ func TestRefreshesOfAFamilyMeetItsIssues(t *testing.T) {
 	}
 }
 
+// A successful refresh issues a token whose validations may name no
+// session (a gateway's): the refresh goes to its family alone, and the
+// token's partition is told the token's session, subject and family in a
+// token-facts record, as an issue event would tell it. A failed refresh
+// issued nothing.
+func TestARefreshTellsTheTokenItIssuedItsSession(t *testing.T) {
+	p := NewPartitioner(12)
+	refresh := &event.Event{Kind: event.KindRefresh, Outcome: event.OK, Service: "idp", TokenID: "a1", FamilyID: "fam-9", SessionID: "s", Subject: "u",
+		TS: time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)}
+	if got := partitionsOf(p, refresh); len(got) != 1 || got[0] != p.Of("f:fam-9") {
+		t.Fatalf("the refresh goes to %v, want its family's partition alone", got)
+	}
+	facts, ok := TokenFactsOf(refresh)
+	if !ok || facts.Token != "a1" || facts.Session != "s" || facts.Subject != "u" || facts.Family != "fam-9" || !facts.IssuedAt.Equal(refresh.TS) {
+		t.Fatalf("token facts %+v (%v): want token a1 of session s, subject u, family fam-9, issued at the refresh", facts, ok)
+	}
+	use := &event.Event{Kind: event.KindValidate, Outcome: event.OK, Service: "gateway", TokenID: "a1"}
+	if p.TokenPartition("a1") != partitionsOf(p, use)[0] {
+		t.Fatalf("token facts go to partition %d, the token's validations to %v", p.TokenPartition("a1"), partitionsOf(p, use))
+	}
+	failed := *refresh
+	failed.Outcome = event.Reused
+	if _, ok := TokenFactsOf(&failed); ok {
+		t.Fatal("a failed refresh issued no token, but has token facts")
+	}
+}
+
 // Revokes wider than a token reach every partition; a token revoke reaches
 // the token's owner. Key rotations reach everyone.
 func TestWideRevokesAreBroadcast(t *testing.T) {

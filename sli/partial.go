@@ -3,6 +3,8 @@ package sli
 import (
 	"slices"
 	"time"
+
+	"github.com/tokenwatch/tokenwatch/event"
 )
 
 // RevocationPartial is one keyed partition's share of the result of a
@@ -30,9 +32,37 @@ type PartialWatch struct {
 	LastAccept     int64 `json:"last_accept,omitempty"`
 	FirstRejection int64 `json:"first_rejection,omitempty"`
 	// Rejections are the earliest revoked rejections after LastAccept (at
-	// most maxPartialRejections); LastRejection is the latest.
+	// most maxKeptRejections); LastRejection is the latest.
 	Rejections    []int64 `json:"rejections,omitempty"`
 	LastRejection int64   `json:"last_rejection,omitempty"`
+}
+
+// TokenFacts is what is known of a token from the event that issued it,
+// for a tracker that does not see that event (the fleet's analyze member
+// that owns the token's validations, when a refresh issued it).
+type TokenFacts struct {
+	Token    string    `json:"token"`
+	Session  string    `json:"session,omitempty"`
+	Subject  string    `json:"subject,omitempty"`
+	Family   string    `json:"family,omitempty"`
+	IssuedAt time.Time `json:"issued_at"`
+	Expires  time.Time `json:"expires,omitempty"`
+}
+
+// Learn indexes a token as its issue would: the revokes of its session,
+// subject or family then cover its validations that name only the token.
+func (t *Tracker) Learn(f TokenFacts) {
+	if f.Token == "" {
+		return
+	}
+	r := &record{ts: f.IssuedAt.UnixNano(), kind: event.KindRefresh, outcome: event.OK, token: f.Token,
+		session: f.Session, subject: f.Subject, family: f.Family}
+	if !f.Expires.IsZero() {
+		r.exp = f.Expires.UnixNano()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.indexToken(r)
 }
 
 // OnPartial registers fn to receive the partial results of split revokes
@@ -45,8 +75,9 @@ func (t *Tracker) OnPartial(fn func(RevocationPartial)) {
 }
 
 // SetOwned names the keyed partitions this member owns now: a split
-// revoke's partials are reported for them (the new owner of a partition
-// moved away reports its share).
+// revoke's partials are reported for them, and a token revoke only when
+// its token's partition is one of them (the new owner of a partition moved
+// away reports its share).
 func (t *Tracker) SetOwned(partitions []int32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -170,93 +201,116 @@ func firstRejectionAfter(ws []PartialWatch, at int64) int64 {
 
 // RevocationMerger is the owner of split revokes: it collects their
 // partials and hands each revoke's merged result on once every keyed
-// partition's partial has arrived, or, with some missing, once Expire
-// passes the revoke's horizon plus grace (then Truncated). A partial
-// arriving again (a redelivery, a new owner's report) replaces the earlier
-// one of its partition.
+// partition's partial has arrived. Members read their partitions at
+// different speeds (a backlog, a restart), so a partial can come long after
+// the others: the merger waits Wait of wall-clock time from a revoke's first
+// partial, then reports what it has, Truncated. A partial that arrives
+// after a truncated report is merged in and the revoke reported again
+// (counted in Late); a copy of a partial already merged (a redelivery, a
+// new owner reporting a moved partition again) replaces it and changes
+// nothing.
 type RevocationMerger struct {
-	horizon, grace time.Duration
-	pending        map[string]*merging
-	// Late counts partials that arrived after their revoke was reported.
+	wait    time.Duration
+	pending map[string]*merging
+	// Late counts partials that arrived after their revoke was reported
+	// truncated, and were merged into a new report.
 	Late int64
-	done map[string]time.Time // reported revokes, until their grace ends
 }
 
 type merging struct {
-	parts map[int32]RevocationPartial
+	first    time.Time // wall clock of the first partial
+	parts    map[int32]RevocationPartial
+	reported bool // reported (complete, or truncated at the wait)
+	complete bool
 }
 
-// NewRevocationMerger waits horizon plus grace of event time past a
-// revoke for missing partials.
-func NewRevocationMerger(horizon, grace time.Duration) *RevocationMerger {
-	return &RevocationMerger{horizon: horizon, grace: grace, pending: map[string]*merging{}, done: map[string]time.Time{}}
+// NewRevocationMerger waits up to wait for a revoke's missing partials.
+func NewRevocationMerger(wait time.Duration) *RevocationMerger {
+	return &RevocationMerger{wait: wait, pending: map[string]*merging{}}
 }
 
-// Add takes one partial; it returns the merged result when the revoke is
-// complete.
-func (m *RevocationMerger) Add(p RevocationPartial) (Revocation, bool) {
+// Add takes one partial, arrived at now (wall clock); it returns the merged
+// result when the revoke is complete, or when a late partial changes a
+// truncated report.
+func (m *RevocationMerger) Add(p RevocationPartial, now time.Time) (Revocation, bool) {
 	id := p.Revoke.ID
-	if _, ok := m.done[id]; ok {
-		m.Late++
-		return Revocation{}, false
-	}
 	g := m.pending[id]
 	if g == nil {
-		g = &merging{parts: map[int32]RevocationPartial{}}
+		g = &merging{first: now, parts: map[int32]RevocationPartial{}}
 		m.pending[id] = g
 	}
+	if g.complete {
+		return Revocation{}, false // a copy of a partial already merged
+	}
+	_, had := g.parts[p.Partition]
 	g.parts[p.Partition] = p
-	if int32(len(g.parts)) < p.Partitions {
+	if g.reported && !had {
+		m.Late++
+	}
+	if int32(len(g.parts)) < p.Partitions && !(g.reported && !had) {
 		return Revocation{}, false
 	}
-	return m.report(id, g), true
+	return m.report(g), true
 }
 
-func (m *RevocationMerger) report(id string, g *merging) Revocation {
+func (m *RevocationMerger) report(g *merging) Revocation {
 	parts := make([]RevocationPartial, 0, len(g.parts))
 	for _, p := range g.parts {
 		parts = append(parts, p)
 	}
 	slices.SortFunc(parts, func(a, b RevocationPartial) int { return int(a.Partition - b.Partition) })
-	delete(m.pending, id)
 	rev := MergePartials(parts)
-	m.done[id] = rev.RevokedAt
+	g.reported, g.complete = true, !rev.Truncated
 	return rev
 }
 
-// Expire reports, Truncated, the revokes whose partials are still
-// incomplete at event time now past their horizon plus grace, and forgets
-// the reported ones whose grace has passed.
+// Expire reports, Truncated, the revokes still incomplete Wait after their
+// first partial, and forgets the reported ones after another Wait (a copy
+// arriving later then starts a new, incomplete revoke).
 func (m *RevocationMerger) Expire(now time.Time) []Revocation {
 	var out []Revocation
 	for id, g := range m.pending {
-		var at time.Time
-		for _, p := range g.parts {
-			at = p.Revoke.RevokedAt
-			break
-		}
-		if now.After(at.Add(m.horizon + m.grace)) {
-			out = append(out, m.report(id, g))
-		}
-	}
-	for id, at := range m.done {
-		if now.After(at.Add(m.horizon + 2*m.grace)) {
-			delete(m.done, id)
+		switch {
+		case g.reported && now.Sub(g.first) > 2*m.wait:
+			delete(m.pending, id)
+		case !g.reported && now.Sub(g.first) > m.wait:
+			out = append(out, m.report(g))
 		}
 	}
 	slices.SortFunc(out, func(a, b Revocation) int { return a.RevokedAt.Compare(b.RevokedAt) })
 	return out
 }
 
-// Flush reports every incomplete revoke (at shutdown), Truncated.
+// Flush reports every revoke not yet reported (at shutdown), Truncated.
 func (m *RevocationMerger) Flush() []Revocation {
 	var out []Revocation
-	for id, g := range m.pending {
-		out = append(out, m.report(id, g))
+	for _, g := range m.pending {
+		if !g.reported {
+			out = append(out, m.report(g))
+		}
 	}
 	slices.SortFunc(out, func(a, b Revocation) int { return a.RevokedAt.Compare(b.RevokedAt) })
 	return out
+}
+
+// Retain forgets the revokes keep refuses (whose merge another member
+// owns now): the new owner reports them, this one must not report them
+// truncated.
+func (m *RevocationMerger) Retain(keep func(id string) bool) {
+	for id := range m.pending {
+		if !keep(id) {
+			delete(m.pending, id)
+		}
+	}
 }
 
 // Pending is how many split revokes wait for partials.
-func (m *RevocationMerger) Pending() int { return len(m.pending) }
+func (m *RevocationMerger) Pending() int {
+	n := 0
+	for _, g := range m.pending {
+		if !g.reported {
+			n++
+		}
+	}
+	return n
+}

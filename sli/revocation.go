@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -87,7 +88,9 @@ type TrackerConfig struct {
 	Horizon time.Duration
 	// Lateness is how far behind the newest ts an event may arrive and still
 	// be processed in order. Default 30s. Events later than that are counted
-	// in TrackerStats.LateEvents and ignored.
+	// in TrackerStats.LateEvents; the revokes still pending take them into
+	// account all the same (a result does not depend on order), a revoke
+	// that late is lost.
 	Lateness time.Duration
 	// MaxTokenLifetime is how long a token with no exp stays in the index
 	// after it was first seen. Default 24h.
@@ -173,7 +176,7 @@ type TrackerStats struct {
 	IndexEvictions       int64 // tokens dropped because the index was full
 	PendingEvictions     int64 // revokes finalized early because too many were pending
 	ReorderOverflows     int64 // events processed early because the buffer was full
-	LateEvents           int64 // events later than the lateness, ignored
+	LateEvents           int64 // events later than the lateness (still taken by pending revokes; a late revoke is lost)
 	RevokesWithoutTarget int64 // revokes naming no token, session, subject or family id
 }
 
@@ -253,27 +256,71 @@ type watchKey struct {
 	part    int32
 }
 
-// serviceWatch is one service's behaviour after one revoke.
+// serviceWatch is one service's behaviour after one revoke. It does not
+// depend on the order its events arrive in: a late event is still taken
+// while the revoke is pending.
 type serviceWatch struct {
 	residual       int
 	lastAccept     int64 // 0 = none
 	firstRejection int64 // first revoked rejection at all; 0 = none
-	rejectionAfter int64 // first revoked rejection after lastAccept; 0 = none
-	// With Split: the earliest revoked rejections after lastAccept (at most
-	// maxPartialRejections) and the latest, so the merge can find the first
-	// rejection after another partition's later acceptance.
+	// rejections are the earliest revoked rejections at or after
+	// lastAccept (at most maxKeptRejections), lastRejection the latest:
+	// the lag runs to the first rejection after the last acceptance,
+	// whichever arrived first, and a split revoke's merge finds the first
+	// after another partition's later acceptance.
 	rejections    []int64
 	lastRejection int64
 }
 
-// maxPartialRejections bounds the rejection times one partial keeps per
-// service. A service that rejects a revoked token does so for every
-// request after it learned of the revoke; the merge needs the first one
-// after the last acceptance of any partition, which is among the first
-// few of each partition unless that partition's clients retried dozens
-// of times before another partition's last acceptance (then the latest
-// rejection bounds it from above).
-const maxPartialRejections = 32
+// maxKeptRejections bounds the rejection times kept per service and revoke.
+// A service that rejects a revoked token does so for every request after
+// it learned of the revoke; the first one after the last acceptance is
+// among the first few kept unless dozens of rejections came before a later
+// acceptance arrived out of order (then the latest bounds it from above).
+const maxKeptRejections = 16
+
+func (w *serviceWatch) accept(ts int64) {
+	w.residual++
+	if ts < w.lastAccept {
+		return
+	}
+	w.lastAccept = ts
+	i := 0
+	for i < len(w.rejections) && w.rejections[i] <= ts {
+		i++
+	}
+	w.rejections = append(w.rejections[:0], w.rejections[i:]...)
+}
+
+func (w *serviceWatch) reject(ts int64) {
+	if w.firstRejection == 0 || ts < w.firstRejection {
+		w.firstRejection = ts
+	}
+	w.lastRejection = max(w.lastRejection, ts)
+	if ts < w.lastAccept {
+		return
+	}
+	i, _ := slices.BinarySearch(w.rejections, ts)
+	if i >= maxKeptRejections {
+		return
+	}
+	w.rejections = slices.Insert(w.rejections, i, ts)
+	if len(w.rejections) > maxKeptRejections {
+		w.rejections = w.rejections[:maxKeptRejections]
+	}
+}
+
+// rejectionAfter is the first revoked rejection after the last acceptance
+// (0: none); see rejections.
+func (w *serviceWatch) rejectionAfter() int64 {
+	if len(w.rejections) > 0 {
+		return w.rejections[0]
+	}
+	if w.lastRejection > w.lastAccept && w.lastAccept != 0 {
+		return w.lastRejection
+	}
+	return 0
+}
 
 // record is the part of an event the tracker needs, kept small because the
 // reorder buffer holds one per event for Lateness.
@@ -340,8 +387,18 @@ func (t *Tracker) Observe(e *event.Event) {
 	}
 	t.mu.Lock()
 	if r.ts < t.done {
+		// Behind the ordered pass (a source read late), but the revokes
+		// still pending take it: their results do not depend on order
+		// (serviceWatch). A revoke that late is lost.
 		t.stats.LateEvents++
+		if r.kind != event.KindRevoke {
+			t.process(r)
+		}
+		breaches, ready, partials := t.take(&t.breaches, t.breachCBs), t.take(&t.ready, t.callbacks), t.takePartials()
 		t.mu.Unlock()
+		breaches()
+		ready()
+		partials()
 		return
 	}
 	t.seq++
@@ -621,28 +678,14 @@ func (t *Tracker) watch(k targetKey, r *record, issued int64) {
 		}
 		switch r.outcome {
 		case event.OK:
-			w.residual++
-			w.lastAccept = r.ts
-			w.rejectionAfter = 0
-			w.rejections = w.rejections[:0]
+			w.accept(r.ts)
 			// A split revoke's breach is the merging owner's to report.
 			if t.cfg.BreachAfter > 0 && !p.breached && !p.split && r.ts-p.ts > int64(t.cfg.BreachAfter) {
 				p.breached = true
 				t.breaches = append(t.breaches, t.result(p, true))
 			}
 		case event.Revoked:
-			if w.firstRejection == 0 {
-				w.firstRejection = r.ts
-			}
-			if w.rejectionAfter == 0 {
-				w.rejectionAfter = r.ts
-			}
-			if p.split {
-				if len(w.rejections) < maxPartialRejections {
-					w.rejections = append(w.rejections, r.ts)
-				}
-				w.lastRejection = max(w.lastRejection, r.ts)
-			}
+			w.reject(r.ts)
 		}
 	}
 }
@@ -670,7 +713,17 @@ func (t *Tracker) finalize(p *pendingRevoke, truncated bool) {
 		}
 		return
 	}
+	if t.cfg.Split != nil && !t.owns(t.cfg.Split.PartitionOf(p.rev.TokenID, p.rev.Service)) {
+		// A token revoke whose token's partition moved to another member:
+		// that member, which rebuilt the partition and reads on, reports it.
+		return
+	}
 	t.ready = append(t.ready, t.result(p, truncated))
+}
+
+func (t *Tracker) owns(part int32) bool {
+	_, ok := slices.BinarySearch(t.owned, part)
+	return ok
 }
 
 // result is p's outcome so far; truncated marks it as emitted before its
@@ -686,8 +739,8 @@ func (t *Tracker) result(p *pendingRevoke, truncated bool) Revocation {
 		if w.residual > 0 {
 			last := seconds(w.lastAccept - p.ts)
 			lag.LastAcceptanceS = &last
-			if w.rejectionAfter != 0 {
-				lag.LagS = seconds(w.rejectionAfter - p.ts)
+			if after := w.rejectionAfter(); after != 0 {
+				lag.LagS = seconds(after - p.ts)
 			} else {
 				lag.Propagated = false
 				lag.LagS = last

@@ -299,7 +299,7 @@ func TestFlushReportsAnUnfinishedRevokeAsTruncated(t *testing.T) {
 }
 
 func TestTrackerMemoryIsBounded(t *testing.T) {
-	t.Run("an event later than the lateness is ignored and counted", func(t *testing.T) {
+	t.Run("an event later than the lateness is counted", func(t *testing.T) {
 		tr, _ := NewTracker(TrackerConfig{Lateness: 10 * time.Second})
 		for _, e := range []event.Event{validate(100, "api", event.OK, "t1"), validate(50, "api", event.OK, "t2")} {
 			tr.Observe(&e)
@@ -396,5 +396,29 @@ func TestAcceptancesInsideTheSLOAreNeverReportedEarly(t *testing.T) {
 	tr.Flush()
 	if len(early) != 0 {
 		t.Fatalf("a revoke whose residual acceptances all came inside the SLO was reported early: %+v", early)
+	}
+}
+
+// TestAnAcceptanceArrivingLateStillCounts: a gateway's acceptance of a
+// revoked token (20 s after the revoke) arrives behind a rejection (30 s)
+// and behind the tracker's event time by more than the lateness, as when
+// one source is read late. The revoke is still pending, so the result is
+// the in-order one: one residual acceptance, lag 30 s.
+func TestAnAcceptanceArrivingLateStillCounts(t *testing.T) {
+	rev := revoke(0, "session", func(e *event.Event) { e.SessionID = "s1" })
+	inOrder := []event.Event{
+		issue(-60, "a", "s1", "u", ""), rev,
+		validate(20, "gateway", event.OK, "a"), validate(30, "gateway", event.Revoked, "a"), validate(90, "api", event.OK, "other"),
+	}
+	late := []event.Event{inOrder[0], inOrder[1], inOrder[3], inOrder[4], inOrder[2]}
+	want := runTracker(t, TrackerConfig{Lateness: time.Second}, inOrder)
+	got := runTracker(t, TrackerConfig{Lateness: time.Second}, late)
+	if len(want) != 1 || want[0].ByService["gateway"].LagS != 30 || want[0].ByService["gateway"].ResidualAcceptances != 1 {
+		t.Fatalf("in order: %+v, want the gateway's one residual acceptance and lag 30 s", want)
+	}
+	wj, _ := json.Marshal(want)
+	gj, _ := json.Marshal(got)
+	if string(wj) != string(gj) {
+		t.Errorf("with the acceptance late:\n %s\nin order:\n %s", gj, wj)
 	}
 }

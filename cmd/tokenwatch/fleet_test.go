@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 	"github.com/tokenwatch/tokenwatch/ingest"
 	"github.com/tokenwatch/tokenwatch/ingest/redact"
 	"github.com/tokenwatch/tokenwatch/internal/testkit"
+	"github.com/tokenwatch/tokenwatch/pipeline"
 	"github.com/tokenwatch/tokenwatch/sli"
 )
 
@@ -47,7 +49,9 @@ func TestThreeRunProcessesOnUnkeyedOTLPFindEachPerKeyIncidentOnce(t *testing.T) 
 	for b := g.Next(nil); b != nil; b = g.Next(nil) {
 		events = append(events, b...)
 	}
-	want := perKeyIncidents(analyzeIncidents(t, events, "fleet"))
+	events = append(events, testkit.PastTheHorizon(events, 6)...)
+	incidents, _ := analyzeIncidents(t, events, "fleet")
+	want := perKeyIncidents(incidents)
 	if len(want) < 5 {
 		t.Fatalf("analyze found %d per-key incidents: too few to mean anything", len(want))
 	}
@@ -113,6 +117,25 @@ func TestThreeRunProcessesOnUnkeyedOTLPFindEachPerKeyIncidentOnce(t *testing.T) 
 	for !analyzed(t, client, keyed, "fleet-"+topic+"-analyze") && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
+	// A session revoke's slow-revocation finding comes when its owner has
+	// merged every member's partial result, after the last offsets.
+	findings := func() []string {
+		out, err := testkit.ClickHouseEngine(t).Query("SELECT kind, key, position(evidence, 'superseded_by') > 0 FROM "+db+".findings FINAL", "TabSeparated")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			f := strings.Split(line, "\t")
+			if len(f) == 3 && f[2] == "0" {
+				got = append(got, f[0]+" "+f[1])
+			}
+		}
+		return perKeyIncidents(got)
+	}
+	for !slices.Equal(findings(), want) && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
 	for _, p := range procs {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
@@ -127,18 +150,7 @@ func TestThreeRunProcessesOnUnkeyedOTLPFindEachPerKeyIncidentOnce(t *testing.T) 
 	if n := engineCount(t, "SELECT count() FROM (SELECT partition, offset, record FROM "+db+".events GROUP BY partition, offset, record HAVING count() > 1)"); n != 0 {
 		t.Fatalf("%d events stored twice", n)
 	}
-	out, err := testkit.ClickHouseEngine(t).Query("SELECT kind, key, position(evidence, 'superseded_by') > 0 FROM "+db+".findings FINAL", "TabSeparated")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Split(line, "\t")
-		if len(f) == 3 && f[2] == "0" {
-			got = append(got, f[0]+" "+f[1])
-		}
-	}
-	if got := perKeyIncidents(got); !slices.Equal(got, want) {
+	if got := findings(); !slices.Equal(got, want) {
 		t.Errorf("per-key findings of three processes differ from analyze's:\n fleet:   %v\n analyze: %v", got, want)
 		for i, p := range procs {
 			t.Logf("process %d:\n%s", i, p.logs.String())
@@ -178,8 +190,9 @@ func analyzed(t *testing.T, c *kafka.Client, topic, group string) bool {
 }
 
 // analyzeIncidents runs analyze (the package, as the command does) on the
-// events and returns "kind key" of each finding not folded into another.
-func analyzeIncidents(t *testing.T, events []event.Event, key string) []string {
+// events and returns "kind key" of each finding not folded into another,
+// and its revocation rows as the revocations table would hold them, sorted.
+func analyzeIncidents(t *testing.T, events []event.Event, key string) ([]string, []string) {
 	t.Helper()
 	var ndjson bytes.Buffer
 	for i := range events {
@@ -203,7 +216,14 @@ func analyzeIncidents(t *testing.T, events []event.Event, key string) []string {
 			out = append(out, string(f.Kind)+" "+f.Key)
 		}
 	}
-	return out
+	var revs []string
+	for _, r := range rep.SLIs.Revocations {
+		for _, row := range pipeline.RevocationRows(r) {
+			revs = append(revs, fmt.Sprintf("%s\t%s\t%s\t%v\t%d", row.RevokedAt.UTC().Format("2006-01-02 15:04:05.000"), row.TargetID, row.Service, row.Propagated, row.ResidualAcceptances))
+		}
+	}
+	slices.Sort(revs)
+	return out, revs
 }
 
 // perKeyIncidents drops the kinds whose state is per service or kid (exact
