@@ -498,6 +498,66 @@ func TestInjectedScenariosHaveTheirProperties(t *testing.T) {
 		},
 	}
 	checks[ScenarioClockSkewAhead] = checks[ScenarioClockSkew]
+	checks[ScenarioReplaySameCountry] = func(t *testing.T, tr eval.Truth) {
+		uses := ix.byToken[tr.TokenID]
+		devices := distinct(uses, func(e event.Event) string { return e.Device })
+		asns := distinct(uses, func(e event.Event) uint32 { return e.ASN })
+		nets := distinct(uses, func(e event.Event) netip.Prefix { return prefixOf(e.IP) })
+		countries := distinct(uses, func(e event.Event) string { return e.Country })
+		if len(devices) != 1 || devices[0] != "" || len(asns) < 2 || len(nets) < 2 || len(countries) != 1 {
+			t.Errorf("devices %q, ASNs %v, nets %v, countries %v: want no device id, two ASNs and nets, one country", devices, asns, nets, countries)
+		}
+	}
+	checks[ScenarioRefreshReuseInGrace] = func(t *testing.T, tr eval.Truth) {
+		var ex []event.Event
+		for _, e := range ix.byFamily[tr.FamilyID] {
+			if e.ParentTokenID == tr.TokenID && e.Outcome == event.OK {
+				ex = append(ex, e)
+			}
+		}
+		if len(ex) != 2 || ex[0].Device == ex[1].Device || ex[1].TS.Sub(ex[0].TS) >= 2*time.Second {
+			t.Errorf("want two accepted exchanges of the parent from two devices within 2 s, got %d", len(ex))
+		}
+	}
+	oneDevice := func(t *testing.T, uses []event.Event, want string) []event.Event {
+		devices := distinct(uses, func(e event.Event) string { return e.Device })
+		if len(devices) != 1 || (want == "none") != (devices[0] == "") {
+			t.Errorf("devices %q: want one, %s", devices, want)
+		}
+		return uses
+	}
+	checks[ScenarioCGNATMobile] = func(t *testing.T, tr eval.Truth) {
+		uses := oneDevice(t, ix.byToken[tr.TokenID], "reported")
+		asns := distinct(uses, func(e event.Event) uint32 { return e.ASN })
+		nets := distinct(uses, func(e event.Event) netip.Prefix { return prefixOf(e.IP) })
+		if len(asns) != 1 || len(nets) < 2 || !uses[0].IP.Is4() {
+			t.Errorf("ASNs %v nets %v: want IPv4 /24s of one ASN", asns, nets)
+		}
+	}
+	checks[ScenarioIPv6Privacy] = func(t *testing.T, tr eval.Truth) {
+		uses := oneDevice(t, ix.byToken[tr.TokenID], "none")
+		ips := distinct(uses, func(e event.Event) netip.Addr { return e.IP })
+		p64 := distinct(uses, func(e event.Event) netip.Prefix { p, _ := e.IP.Prefix(64); return p })
+		if len(ips) < 2 || len(p64) != 1 || !uses[0].IP.Is6() {
+			t.Errorf("addresses %v in /64s %v: want several IPv6 addresses in one /64", ips, p64)
+		}
+	}
+	checks[ScenarioDualStack] = func(t *testing.T, tr eval.Truth) {
+		uses := oneDevice(t, ix.byToken[tr.TokenID], "none")
+		asns := distinct(uses, func(e event.Event) uint32 { return e.ASN })
+		families := distinct(uses, func(e event.Event) bool { return e.IP.Is6() })
+		if len(asns) != 1 || len(families) != 2 {
+			t.Errorf("ASNs %v, IPv6 %v: want IPv4 and IPv6 addresses of one ASN", asns, families)
+		}
+	}
+	checks[ScenarioVPNSwitch] = func(t *testing.T, tr eval.Truth) {
+		uses := oneDevice(t, ix.byToken[tr.TokenID], "reported")
+		asns := distinct(uses, func(e event.Event) uint32 { return e.ASN })
+		countries := distinct(uses, func(e event.Event) string { return e.Country })
+		if len(asns) < 2 || len(countries) < 2 {
+			t.Errorf("ASNs %v countries %v: want the VPN exit's network and country besides home", asns, countries)
+		}
+	}
 	for _, tr := range truth {
 		check, ok := checks[tr.Scenario]
 		if !ok {

@@ -1,6 +1,7 @@
 package gen
 
 import (
+	"net/netip"
 	"slices"
 	"time"
 
@@ -30,6 +31,12 @@ var launchers = map[string]func(g *Generator, i int){
 	ScenarioDeviceMoves:             (*Generator).deviceMoves,
 	ScenarioRefreshRace:             (*Generator).refreshRace,
 	ScenarioKeyRotationHandled:      (*Generator).keyRotationHandled,
+	ScenarioReplaySameCountry:       (*Generator).replaySameCountry,
+	ScenarioRefreshReuseInGrace:     (*Generator).refreshReuseInGrace,
+	ScenarioCGNATMobile:             (*Generator).cgnatMobile,
+	ScenarioIPv6Privacy:             (*Generator).ipv6Privacy,
+	ScenarioDualStack:               (*Generator).dualStack,
+	ScenarioVPNSwitch:               (*Generator).vpnSwitch,
 }
 
 // victimSpec says which kind of session a scenario needs.
@@ -490,4 +497,135 @@ func (g *Generator) clientSurge(c *client) {
 		g.q.push(action{at: g.now.Add(g.uniform(0, 2*time.Minute)), op: opRefresh, s: s, gen: s.gen})
 		g.q.push(action{at: g.now.Add(g.uniform(0, 2*time.Minute)), op: opRequest, s: s})
 	}
+}
+
+// noDevice makes a victim a client that reports no device id (a browser
+// without a fingerprint), at home on a network of the kind v6 asks for.
+func (g *Generator) noDevice(v6 bool) func(*user) {
+	return func(u *user) {
+		g.notNAT(u)
+		u.device = ""
+		if u.net.prefix.Addr().Is6() != v6 {
+			u.net = g.sibling(u.net, v6)
+		}
+	}
+}
+
+// sibling is another network of n's ASN, IPv6 or IPv4 as asked (every ASN
+// of the world has five IPv4 /24s and one IPv6 /48).
+func (g *Generator) sibling(n *network, v6 bool) *network {
+	var fit []*network
+	for _, m := range g.w.networks {
+		if m.asn == n.asn && m != n && m.prefix.Addr().Is6() == v6 {
+			fit = append(fit, m)
+		}
+	}
+	return fit[g.r.IntN(len(fit))]
+}
+
+// replaySameCountry: the victim's token shows up from another device id-less
+// client in the victim's country, on another provider's network.
+func (g *Generator) replaySameCountry(int) {
+	s := g.newVictim(victimSpec{fits: func(c *client) bool { return c.binding == "" && c.kind == "web" }, kind: "web", net: g.noDevice(false)})
+	g.atFirstTokenUse(s, func() {
+		tok := s.access
+		att := g.newAttacker(g.w.otherNetwork(g.r, s.a.net, s.a.net.country.code))
+		att.device = ""
+		att.mark = g.newTruth(ScenarioReplaySameCountry, func(t *eval.Truth) { identify(t, s); t.TokenID = tok.id })
+		window := min(4*time.Minute, tok.exp.Sub(g.now)-20*time.Second)
+		g.spread(g.now, window, 3+g.r.IntN(4), func(int) { g.send(s, att, tok) })
+		g.release(s, window)
+	})
+}
+
+// refreshReuseInGrace: a thief exchanges the parent the victim exchanged a
+// moment before, from another device and network within the grace window.
+func (g *Generator) refreshReuseInGrace(int) {
+	s := g.newVictim(victimSpec{fits: func(c *client) bool { return c.kind != "svc" }, kind: "web"})
+	s.onRefresh = func(parent token) {
+		g.at(g.now.Add(g.uniform(100*time.Millisecond, 1500*time.Millisecond)), func() {
+			att := g.newAttacker(g.w.farNetwork(g.r, s.a.net))
+			att.mark = g.newTruth(ScenarioRefreshReuseInGrace, func(t *eval.Truth) { identify(t, s); t.TokenID = parent.id })
+			stolen, _ := g.exchange(s, att, parent, event.OK)
+			g.spread(g.now.Add(time.Second), 2*time.Minute, 2+g.r.IntN(3), func(int) { g.send(s, att, stolen) })
+			g.release(s, 3*time.Minute)
+		})
+	}
+}
+
+// hops moves the victim's address n times over the rest of its first token's
+// lifetime, each to where(j), and marks the first move.
+func (g *Generator) hops(s *session, name string, n int, where func(j int) (*network, netip.Addr)) {
+	g.atFirstTokenUse(s, func() {
+		window := min(5*time.Minute, s.access.exp.Sub(g.now)-20*time.Second)
+		te := g.newTruth(name, func(t *eval.Truth) { identify(t, s); t.TokenID = s.access.id })
+		g.spread(g.now, window, n, func(j int) {
+			s.a.net, s.a.ip = where(j)
+			if j == 0 {
+				s.a.mark = te
+			}
+		})
+		g.endBeforeRefresh(s)
+	})
+}
+
+// cgnatMobile (look-alike): a phone behind its carrier's CGNAT gets an
+// address in another /24 of the carrier's ASN every few minutes.
+func (g *Generator) cgnatMobile(int) {
+	s := g.newVictim(victimSpec{fits: func(c *client) bool { return c.kind == "ios" || c.kind == "android" }, kind: "android", net: g.v4NotNAT})
+	g.hops(s, ScenarioCGNATMobile, 3, func(int) (*network, netip.Addr) {
+		n := g.sibling(s.a.net, false)
+		return n, n.host(g.r)
+	})
+}
+
+func (g *Generator) v4NotNAT(u *user) {
+	g.notNAT(u)
+	if u.net.prefix.Addr().Is6() {
+		u.net = g.sibling(u.net, false)
+	}
+}
+
+// ipv6Privacy (look-alike): a browser without a device id whose temporary
+// IPv6 address changes inside its /64 (RFC 8981).
+func (g *Generator) ipv6Privacy(int) {
+	s := g.newVictim(victimSpec{fits: func(c *client) bool { return c.kind == "web" && c.binding == "" }, kind: "web", net: g.noDevice(true)})
+	g.hops(s, ScenarioIPv6Privacy, 3, func(int) (*network, netip.Addr) {
+		a := s.a.ip.As16()
+		for i := 8; i < 16; i++ {
+			a[i] = byte(g.r.IntN(256))
+		}
+		return s.a.net, netip.AddrFrom16(a)
+	})
+}
+
+// dualStack (look-alike): a browser without a device id alternating between
+// its provider's IPv4 and IPv6 networks (one ASN).
+func (g *Generator) dualStack(int) {
+	s := g.newVictim(victimSpec{fits: func(c *client) bool { return c.kind == "web" && c.binding == "" }, kind: "web", net: g.noDevice(false)})
+	var v4, v6 *network
+	g.hops(s, ScenarioDualStack, 4, func(j int) (*network, netip.Addr) {
+		if v4 == nil {
+			v4, v6 = s.a.net, g.sibling(s.a.net, true)
+		}
+		if j%2 == 0 {
+			return v6, v6.host(g.r)
+		}
+		return v4, v4.host(g.r)
+	})
+}
+
+// vpnSwitch (look-alike): a phone turns its VPN on (an exit on another
+// continent) and off again, keeping its device.
+func (g *Generator) vpnSwitch(int) {
+	s := g.newVictim(victimSpec{fits: func(c *client) bool { return c.kind == "ios" || c.kind == "android" }, kind: "ios", net: g.notNAT})
+	var home *network
+	g.hops(s, ScenarioVPNSwitch, 2, func(j int) (*network, netip.Addr) {
+		if j == 0 {
+			home = s.a.net
+			exit := g.w.farNetwork(g.r, home)
+			return exit, exit.host(g.r)
+		}
+		return home, home.host(g.r)
+	})
 }

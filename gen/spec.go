@@ -199,6 +199,8 @@ const (
 	ScenarioUnknownKid              = "unknown_kid"
 	ScenarioClockSkew               = "clock_skew"
 	ScenarioClockSkewAhead          = "clock_skew_ahead"
+	ScenarioReplaySameCountry       = "replay_same_country"
+	ScenarioRefreshReuseInGrace     = "refresh_reuse_in_grace"
 
 	ScenarioSameSubnet         = "same_subnet"
 	ScenarioNATEgress          = "nat_egress"
@@ -207,6 +209,10 @@ const (
 	ScenarioFastRevocation     = "fast_revocation"
 	ScenarioKeyRotationHandled = "key_rotation_handled"
 	ScenarioBusyClient         = "busy_client"
+	ScenarioCGNATMobile        = "cgnat_mobile"
+	ScenarioIPv6Privacy        = "ipv6_privacy"
+	ScenarioDualStack          = "dual_stack"
+	ScenarioVPNSwitch          = "vpn_switch"
 )
 
 // ScenarioInfo describes one injectable scenario.
@@ -239,6 +245,8 @@ var scenarios = []scenario{
 	{ScenarioInfo{ScenarioUnknownKid, finding.KeyRotationBreak, true, "tokens signed with a kid that was never rotated in, presented to one service"}, fixedSpan(7 * time.Minute), false},
 	{ScenarioInfo{ScenarioClockSkew, finding.ClockSkew, true, "one service's clock 2-8 minutes behind for 8-15 minutes: not_yet_valid for tokens issued within minutes of its clock, and its events stamped with that clock"}, fixedSpan(5 * time.Minute), false},
 	{ScenarioInfo{ScenarioClockSkewAhead, finding.ClockSkew, true, "one service's clock 2-8 minutes ahead for 8-15 minutes: expired for tokens within minutes of exp. Its acceptances just before a revoke are stamped after it, so M4 sees them as residual acceptances: not part of all=N"}, fixedSpan(5 * time.Minute), true},
+	{ScenarioInfo{ScenarioReplaySameCountry, finding.Replay, true, "an access token replayed with no device id, from another provider's network (another ASN and /24) in the victim's own country"}, spanFirstToken, false},
+	{ScenarioInfo{ScenarioRefreshReuseInGrace, finding.RefreshReuse, true, "a thief exchanges the refresh token the victim just exchanged, from another device within the 2 s grace window (which covers one device only)"}, spanFirstRefresh, false},
 
 	{ScenarioInfo{ScenarioSameSubnet, finding.Replay, false, "a client without a device fingerprint changing address inside one /24 (or /48)"}, spanFirstToken, false},
 	{ScenarioInfo{ScenarioNATEgress, finding.Replay, false, "a client hopping between known NAT egress ranges (different /24 and ASN)"}, spanFirstToken, false},
@@ -247,6 +255,10 @@ var scenarios = []scenario{
 	{ScenarioInfo{ScenarioFastRevocation, finding.SlowRevocation, false, "a revoked token rejected at once by every service it is shown to"}, fixedSpan(7 * time.Minute), false},
 	{ScenarioInfo{ScenarioKeyRotationHandled, finding.KeyRotationBreak, false, "a key rotation every service handles"}, fixedSpan(4 * time.Minute), false},
 	{ScenarioInfo{ScenarioBusyClient, finding.RefreshAnomaly, false, "a client with many users refreshing on a normal cadence from the start"}, fixedSpan(0), false},
+	{ScenarioInfo{ScenarioCGNATMobile, finding.Replay, false, "a phone behind its carrier's carrier-grade NAT: every few minutes an address in another /24 of the carrier's one ASN, one device"}, spanFirstToken, false},
+	{ScenarioInfo{ScenarioIPv6Privacy, finding.Replay, false, "a browser without a device id whose IPv6 privacy address (RFC 8981) rotates inside its /64"}, spanFirstToken, false},
+	{ScenarioInfo{ScenarioDualStack, finding.Replay, false, "a dual-stack browser without a device id alternating between its provider's IPv4 and IPv6 addresses (one ASN)"}, spanFirstToken, false},
+	{ScenarioInfo{ScenarioVPNSwitch, finding.Replay, false, "a phone switching its VPN on (an exit on another continent, another ASN) and off again, one device"}, spanFirstToken, false},
 }
 
 // Scenarios lists every injectable scenario, attacks first.
