@@ -55,6 +55,19 @@ type promTestCase struct {
 	Interval    string          `yaml:"interval"`
 	InputSeries []inputSeries   `yaml:"input_series"`
 	AlertTests  []alertRuleTest `yaml:"alert_rule_test"`
+	ExprTests   []exprTest      `yaml:"promql_expr_test,omitempty"`
+}
+
+// exprTest is promtool's check of one PromQL expression's samples.
+type exprTest struct {
+	Expr       string      `yaml:"expr"`
+	EvalTime   string      `yaml:"eval_time"`
+	ExpSamples []expSample `yaml:"exp_samples"`
+}
+
+type expSample struct {
+	Labels string  `yaml:"labels"`
+	Value  float64 `yaml:"value"`
 }
 
 type inputSeries struct {
@@ -175,11 +188,6 @@ type ruleScenario struct {
 // scenario, and runs `promtool test rules`.
 func runPromtoolTests(t *testing.T, files RuleFiles, scenarios []ruleScenario) {
 	t.Helper()
-	bin := promtool(t)
-	dir := t.TempDir()
-	if _, err := files.WriteDir(dir); err != nil {
-		t.Fatal(err)
-	}
 	tf := promTestFile{RuleFiles: files.Names(), EvaluationInterval: "1m"}
 	for _, s := range scenarios {
 		tc := promTestCase{Name: s.name, Interval: "1m", InputSeries: s.series}
@@ -191,6 +199,18 @@ func runPromtoolTests(t *testing.T, files RuleFiles, scenarios []ruleScenario) {
 			tc.AlertTests = append(tc.AlertTests, at)
 		}
 		tf.Tests = append(tf.Tests, tc)
+	}
+	runPromtoolFile(t, files, tf)
+}
+
+// runPromtoolFile writes the rules and the test file, and runs `promtool
+// test rules`.
+func runPromtoolFile(t *testing.T, files RuleFiles, tf promTestFile) {
+	t.Helper()
+	bin := promtool(t)
+	dir := t.TempDir()
+	if _, err := files.WriteDir(dir); err != nil {
+		t.Fatal(err)
 	}
 	b, err := yaml.Marshal(tf)
 	if err != nil {
@@ -363,6 +383,50 @@ func TestBurnRateAlertsFireAtTheRightSpeed(t *testing.T) {
 		},
 	)
 	runPromtoolTests(t, files, scenarios)
+}
+
+// TestTwoReplicasGiveTheOneProcessSLOs evaluates the generated recording
+// rules and burn-rate alerts on the series of two tokenwatch replicas (each
+// with its own instance and role labels, as Prometheus scrapes a fleet), a
+// third of the traffic on one and the rest on the other, and the failures
+// all on one: every SLO's error ratio and every alert is the one-process
+// answer, with no per-instance series left.
+func TestTwoReplicasGiveTheOneProcessSLOs(t *testing.T) {
+	files, err := Rules(slo.Default(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	where := `service="api",issuer="https://idp.example",region="eu"`
+	replicas := []string{`instance="tw-0:9464",job="tokenwatch",role="ingest"`, `instance="tw-1:9464",job="tokenwatch",role="ingest"`}
+	// One process: 1500 validations a minute, 3 % failing (error), a
+	// 30x burn of the 99.9 % objective: pages. Replica 0 has 500 all ok,
+	// replica 1 has 955 ok and 45 error (4.5 % on its own).
+	series := []inputSeries{
+		{Series: fmt.Sprintf(`tokenwatch_validations_total{%s,%s,outcome="ok"}`, where, replicas[0]), Values: steady(500, 60)},
+		{Series: fmt.Sprintf(`tokenwatch_validations_total{%s,%s,outcome="ok"}`, where, replicas[1]), Values: steady(955, 60)},
+		{Series: fmt.Sprintf(`tokenwatch_validations_total{%s,%s,outcome="error"}`, where, replicas[1]), Values: steady(45, 60)},
+		// Revocations: the merging owner of each revoke exports it once;
+		// 8 revokes a minute, 2 of them past 60 s, split 4 and 4.
+		{Series: fmt.Sprintf(`tokenwatch_revocations_total{service="idp",%s}`, replicas[0]), Values: steady(4, 60)},
+		{Series: fmt.Sprintf(`tokenwatch_revocation_propagation_seconds_bucket{service="idp",%s,le="60"}`, replicas[0]), Values: steady(4, 60)},
+		{Series: fmt.Sprintf(`tokenwatch_revocation_propagation_seconds_count{service="idp",%s}`, replicas[0]), Values: steady(4, 60)},
+		{Series: fmt.Sprintf(`tokenwatch_revocations_total{service="idp",%s}`, replicas[1]), Values: steady(4, 60)},
+		{Series: fmt.Sprintf(`tokenwatch_revocation_propagation_seconds_bucket{service="idp",%s,le="60"}`, replicas[1]), Values: steady(2, 60)},
+		{Series: fmt.Sprintf(`tokenwatch_revocation_propagation_seconds_count{service="idp",%s}`, replicas[1]), Values: steady(4, 60)},
+	}
+	tc := promTestCase{Name: "two replicas", Interval: "1m", InputSeries: series, ExprTests: []exprTest{
+		{Expr: `tokenwatch:slo_error_ratio:rate5m{slo="token-validation"}`, EvalTime: "30m",
+			ExpSamples: []expSample{{Labels: fmt.Sprintf(`tokenwatch:slo_error_ratio:rate5m{%s,slo="token-validation"}`, where), Value: 0.03}}},
+		{Expr: `tokenwatch:slo_error_ratio:rate1h{slo="revocation-propagation"}`, EvalTime: "59m",
+			ExpSamples: []expSample{{Labels: `tokenwatch:slo_error_ratio:rate1h{service="idp",slo="revocation-propagation"}`, Value: 0.25}}},
+	}}
+	const tv = "TokenValidationErrorBudgetBurn"
+	labels := map[string]string{"service": "api", "issuer": "https://idp.example", "region": "eu", "slo": "token-validation", "team": "identity", "alertname": tv}
+	tc.AlertTests = []alertRuleTest{{EvalTime: "30m", Alertname: tv, ExpAlerts: []expAlert{
+		expected(t, files, tv, merge(labels, map[string]string{"severity": "page"})),
+		expected(t, files, tv, merge(labels, map[string]string{"severity": "ticket"})),
+	}}}
+	runPromtoolFile(t, files, promTestFile{RuleFiles: files.Names(), EvaluationInterval: "1m", Tests: []promTestCase{tc}})
 }
 
 func TestSecurityAndPipelineAlertsFireOnTheirMetric(t *testing.T) {
