@@ -488,28 +488,77 @@ func (p *Pipeline) rebuildFromRecords(ctx context.Context, topic string, partiti
 		m.Mute(true) // what the records carry besides events is history too
 		defer m.Mute(false)
 	}
+	// Each event with the merge stream its record belongs to (a raw
+	// partition as this keyed partition carries it).
 	var evs []event.Event
+	var streams []eventtime.Partition
 	n, err := p.o.MessageReplayer.ReplayMessages(ctx, topic, partitions, func(m *consumer.Message) {
+		k := len(evs)
 		evs, _ = p.msgDec.DecodeMessage(m, evs) // a record refused now was refused and counted when first read
+		src := eventtime.Partition{Topic: m.Src.Topic, Partition: m.Src.Partition}
+		if p.srcParts != nil {
+			if s, ok := p.srcParts.MergePartition(m); ok {
+				src = s
+			}
+		}
+		for range evs[k:] {
+			streams = append(streams, src)
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("rebuild state of %s %v: %w", topic, partitions, err)
 	}
-	slices.SortStableFunc(evs, func(a, b event.Event) int { return a.TS.Compare(b.TS) })
-	from := 0
-	if len(evs) > 0 {
-		cut := evs[len(evs)-1].TS.Add(-p.cfg.RebuildWindow)
-		from, _ = slices.BinarySearchFunc(evs, cut, func(e event.Event, t time.Time) int { return e.TS.Compare(t) })
-	}
-	for i := from; i < len(evs); i++ {
-		for _, o := range p.o.Observers {
-			o.Replay(&evs[i])
+	order := make([]int, len(evs))
+	reached := map[eventtime.Partition]time.Time{}
+	for i := range order {
+		order[i] = i
+		if evs[i].TS.After(reached[streams[i]]) {
+			reached[streams[i]] = evs[i].TS
 		}
 	}
+	slices.SortStableFunc(order, func(a, b int) int { return evs[a].TS.Compare(evs[b].TS) })
+	// The streams reached different event times (a raw partition read
+	// faster than another reached the keyed topic ahead of it): up to the
+	// lowest, the history is complete and replays straight into the
+	// stages; past it, it goes through the merge, muted, so the live
+	// events of the streams behind meet it in ts order.
+	var low, newest time.Time
+	for _, t := range reached {
+		if low.IsZero() || t.Before(low) {
+			low = t
+		}
+		newest = maxTime(newest, t)
+	}
+	cut := newest.Add(-p.cfg.RebuildWindow)
+	now := time.Now()
+	var replayed, merged int
+	for _, i := range order {
+		e := &evs[i]
+		switch {
+		case e.TS.Before(cut):
+			continue
+		case !e.TS.After(low):
+			for _, o := range p.o.Observers {
+				o.Replay(e)
+			}
+		default:
+			p.merge.AddReplay(streams[i], e, now)
+			merged++
+		}
+		replayed++
+	}
+	p.merge.Advance(now)
 	p.o.Log.Info("detector state rebuilt from the records processed before the committed offsets", "topic", topic,
-		"partitions", partitions, "records", n, "events", len(evs)-from, "window", p.cfg.RebuildWindow,
-		"took", time.Since(start).Round(time.Millisecond))
+		"partitions", partitions, "records", n, "events", replayed, "complete_to", low, "merged_past_it", merged,
+		"window", p.cfg.RebuildWindow, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // Drain returns once everything delivered before it is stored and acked.

@@ -50,7 +50,7 @@ func TestThreeRunProcessesOnUnkeyedOTLPFindEachPerKeyIncidentOnce(t *testing.T) 
 		events = append(events, b...)
 	}
 	events = append(events, testkit.PastTheHorizon(events, 6)...)
-	incidents, _ := analyzeIncidents(t, events, "fleet")
+	incidents, wantRevs := analyzeIncidents(t, events, "fleet")
 	want := perKeyIncidents(incidents)
 	if len(want) < 5 {
 		t.Fatalf("analyze found %d per-key incidents: too few to mean anything", len(want))
@@ -136,6 +136,20 @@ func TestThreeRunProcessesOnUnkeyedOTLPFindEachPerKeyIncidentOnce(t *testing.T) 
 	for !slices.Equal(findings(), want) && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
+	// Every revoke's horizon has passed on every member: the owners of the
+	// session and family revokes merge the members' partial results.
+	revs := func() []string {
+		out, err := testkit.ClickHouseEngine(t).Query("SELECT revoked_at, target_id, service, propagated, residual_acceptances FROM "+db+".revocations FINAL", "TabSeparated")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows := strings.Split(strings.TrimSpace(string(out)), "\n")
+		slices.Sort(rows)
+		return rows
+	}
+	for !slices.Equal(revs(), wantRevs) && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
 	for _, p := range procs {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
@@ -152,6 +166,12 @@ func TestThreeRunProcessesOnUnkeyedOTLPFindEachPerKeyIncidentOnce(t *testing.T) 
 	}
 	if got := findings(); !slices.Equal(got, want) {
 		t.Errorf("per-key findings of three processes differ from analyze's:\n fleet:   %v\n analyze: %v", got, want)
+		for i, p := range procs {
+			t.Logf("process %d:\n%s", i, p.logs.String())
+		}
+	}
+	if got := revs(); !slices.Equal(got, wantRevs) {
+		t.Errorf("revocation rows of three processes differ from analyze's (%d rows, analyze %d):\n fleet:   %v\n analyze: %v", len(got), len(wantRevs), got, wantRevs)
 		for i, p := range procs {
 			t.Logf("process %d:\n%s", i, p.logs.String())
 		}

@@ -334,7 +334,11 @@ func (g *Group) readPartition(ctx context.Context, topic string, part int, offse
 		}
 		cancel()
 	}
-	const chunk = 512
+	// A chunk is at most 512 messages or 256 KiB: an OTLP batch carries
+	// hundreds of events, and a chunk is what the event-time gate lets
+	// through at once, so a chunk of 512 batches would carry minutes of a
+	// low-rate partition past the others.
+	const chunk, chunkBytes = 512, 256 << 10
 	buf := make([]Message, 0, chunk)
 	for ctx.Err() == nil {
 		// Block for the first message, then take what is already buffered.
@@ -347,15 +351,17 @@ func (g *Group) readPartition(ctx context.Context, topic string, part int, offse
 			continue
 		}
 		buf = append(buf[:0], toMessage(m))
+		size := len(m.Value)
 		// Then gather what arrives within a few milliseconds: one timer per
 		// chunk rather than per message keeps the fetch cost per event low.
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
-		for len(buf) < chunk {
+		for len(buf) < chunk && size < chunkBytes {
 			m, err := r.FetchMessage(cctx)
 			if err != nil {
 				break
 			}
 			buf = append(buf, toMessage(m))
+			size += len(m.Value)
 		}
 		cancel()
 		consumed.Add(float64(len(buf)))
