@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +20,7 @@ import (
 	"github.com/tokenwatch/tokenwatch/analyze"
 	"github.com/tokenwatch/tokenwatch/config"
 	"github.com/tokenwatch/tokenwatch/event"
+	"github.com/tokenwatch/tokenwatch/finding"
 	"github.com/tokenwatch/tokenwatch/gen"
 	"github.com/tokenwatch/tokenwatch/ingest"
 	"github.com/tokenwatch/tokenwatch/ingest/redact"
@@ -49,10 +53,80 @@ func TestThreeRunProcessesOnUnkeyedOTLPFindEachPerKeyIncidentOnce(t *testing.T) 
 	for b := g.Next(nil); b != nil; b = g.Next(nil) {
 		events = append(events, b...)
 	}
+	threeRunProcesses(t, events, ingest.FormatOTLPProto, nil, 5)
+}
+
+// TestThreeRunProcessesOnUnkeyedJSONFromGen does the same on the NDJSON
+// `tokenwatch gen --out` writes, with every per-token and per-session
+// attack and look-alike injected, session_id and subject removed from a
+// third of the validations (a gateway names the token alone), one JSON
+// event per message, batches of 256 messages round-robin over 6 partitions.
+func TestThreeRunProcessesOnUnkeyedJSONFromGen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs three processes")
+	}
+	var inject []string
+	for _, sc := range gen.Scenarios() {
+		switch sc.Kind {
+		case finding.Replay, finding.RefreshReuse, finding.RefreshAnomaly, finding.SlowRevocation:
+			if sc.Name != gen.ScenarioRefreshRateClient && sc.Name != gen.ScenarioBusyClient { // per client: Fleet 2/4
+				inject = append(inject, sc.Name+"=1")
+			}
+		}
+	}
+	file := filepath.Join(t.TempDir(), "traffic.ndjson")
+	if out, err := exec.Command(buildBinary(t), "gen", "--out", file, "--seed", "29", "--duration", "40m", "--rate", "40",
+		"--sessions", "400", "--inject", strings.Join(inject, ",")).CombinedOutput(); err != nil {
+		t.Fatalf("tokenwatch gen: %v\n%s", err, out)
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, _ := ingest.NewDecoder(ingest.FormatJSON)
+	var events []event.Event
+	validations := 0
+	for i, line := range bytes.Split(bytes.TrimSpace(raw), []byte("\n")) {
+		var errs []error
+		n := len(events)
+		if events, errs = dec.Decode(event.Source{Topic: "file", Offset: int64(i)}, line, events); len(errs) > 0 {
+			t.Fatalf("line %d of gen's output: %v", i+1, errs)
+		}
+		for j := n; j < len(events); j++ {
+			if events[j].Kind == event.KindValidate {
+				if validations++; validations%3 == 0 {
+					events[j].SessionID, events[j].Subject = "", ""
+				}
+			}
+		}
+	}
+	// gen --out stamps a fixed past day; the store keeps 30 days: move the
+	// traffic to two hours ago, as a backlog of recent events.
+	shift := time.Now().UTC().Add(-2 * time.Hour).Truncate(time.Minute).Sub(events[0].TS)
+	for i := range events {
+		e := &events[i]
+		e.TS = e.TS.Add(shift)
+		if !e.IAT.IsZero() {
+			e.IAT = e.IAT.Add(shift)
+		}
+		if !e.EXP.IsZero() {
+			e.EXP = e.EXP.Add(shift)
+		}
+	}
+	threeRunProcesses(t, events, ingest.FormatJSON, gen.Default().NATPrefixes(), 8)
+}
+
+// threeRunProcesses produces events unkeyed in format (256 events, or 256
+// messages of one event, per batch, batches round-robin over 6 partitions),
+// runs three `tokenwatch run` processes on them and compares what they store
+// with analyze on the same events: every event stored once, the per-key
+// findings each once, the revocation rows.
+func threeRunProcesses(t *testing.T, events []event.Event, format ingest.Format, nat []string, minIncidents int) {
+	t.Helper()
 	events = append(events, testkit.PastTheHorizon(events, 6)...)
-	incidents, wantRevs := analyzeIncidents(t, events, "fleet")
+	incidents, wantRevs := analyzeIncidents(t, events, "fleet", nat)
 	want := perKeyIncidents(incidents)
-	if len(want) < 5 {
+	if len(want) < minIncidents {
 		t.Fatalf("analyze found %d per-key incidents: too few to mean anything", len(want))
 	}
 
@@ -61,59 +135,101 @@ func TestThreeRunProcessesOnUnkeyedOTLPFindEachPerKeyIncidentOnce(t *testing.T) 
 	testkit.CreateTopic(t, brokers, topic, 6)
 	var msgs []kafka.Message
 	for i := 0; i*256 < len(events); i++ {
-		v, err := ingest.EncodeOTLP(events[i*256:min((i+1)*256, len(events))], ingest.FormatOTLPProto)
+		batch := events[i*256 : min((i+1)*256, len(events))]
+		h := []kafka.Header{{Key: "p", Value: []byte(strconv.Itoa(i % 6))}}
+		if format == ingest.FormatJSON {
+			for j := range batch {
+				msgs = append(msgs, kafka.Message{Value: ingest.AppendJSON(nil, &batch[j]), Headers: h})
+			}
+			continue
+		}
+		v, err := ingest.EncodeOTLP(batch, format)
 		if err != nil {
 			t.Fatal(err)
 		}
-		msgs = append(msgs, kafka.Message{Value: v, Headers: []kafka.Header{{Key: "p", Value: []byte(strconv.Itoa(i % 6))}}})
+		msgs = append(msgs, kafka.Message{Value: v, Headers: h})
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchSize: 100,
-		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { p, _ := strconv.Atoi(string(m.Headers[0].Value)); return p })}
-	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
 
 	addr, db := testkit.ClickHouse(t)
 	bin := buildBinary(t)
 	keyed := topic + "-keyed"
 	common := []string{
 		"--set", "kafka.brokers=" + strings.Join(brokers, ","), "--set", "kafka.topics=" + topic,
-		"--set", "kafka.group_id=fleet-" + topic, "--set", "kafka.max_wait=50ms", "--set", "kafka.format=otlp_proto",
+		"--set", "kafka.group_id=fleet-" + topic, "--set", "kafka.max_wait=50ms", "--set", "kafka.format=" + format.String(),
 		"--set", "clickhouse.addr=" + addr, "--set", "clickhouse.database=" + db,
 		"--set", "clickhouse.batch_rows=5000", "--set", "clickhouse.batch_interval=200ms",
 		"--set", "metrics.listen=127.0.0.1:0", "--set", "redaction.key=fleet",
 		"--set", "fleet.keyed_topic=" + keyed, "--set", "fleet.keyed_partitions=6", "--set", "fleet.replication_factor=1",
+	}
+	if len(nat) > 0 {
+		common = append(common, "--set", "detect.nat_egress_ranges="+strings.Join(nat, ","))
 	}
 	if out, err := exec.Command(bin, append([]string{"migrate"}, common...)...).CombinedOutput(); err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
 	type proc struct {
 		cmd  *exec.Cmd
-		logs *bytes.Buffer
+		logs *syncBuffer
 	}
 	var procs []proc
 	for range 3 {
-		var logs bytes.Buffer
+		logs := &syncBuffer{}
 		cmd := exec.Command(bin, append([]string{"run"}, common...)...)
-		cmd.Stdout, cmd.Stderr = &logs, &logs
+		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		procs = append(procs, proc{cmd, &logs})
+		procs = append(procs, proc{cmd, logs})
 	}
 	defer func() {
 		for _, p := range procs {
 			_ = p.cmd.Process.Kill()
 		}
 	}()
+	began := time.Now()
+	deadline := began.Add(3 * time.Minute)
+	// The three join both groups first: a member joining mid-backlog moves
+	// partitions, which is Fleet 3/4's test (and the in-process takeover
+	// test's); here every member reads its share from the start.
+	joined := func() bool {
+		for _, role := range []string{"ingest", "analyze"} {
+			gens := map[string]bool{}
+			for _, p := range procs {
+				var last string
+				for _, line := range strings.Split(p.logs.String(), "\n") {
+					if strings.Contains(line, `msg="kafka partitions assigned" role=`+role+" ") {
+						last = line
+					}
+				}
+				m := regexp.MustCompile(`generation=(\d+) partitions="([^"]*)"`).FindStringSubmatch(last)
+				if m == nil || strings.Count(m[2], "@") != 2 {
+					return false
+				}
+				gens[m[1]] = true
+			}
+			if len(gens) != 1 {
+				return false
+			}
+		}
+		return true
+	}
+	for !joined() && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("joined after %v", time.Since(began).Round(time.Second))
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchSize: 100,
+		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { p, _ := strconv.Atoi(string(m.Headers[0].Value)); return p })}
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
 	stored := func() int { return engineCount(t, "SELECT count() FROM "+db+".events") }
-	deadline := time.Now().Add(3 * time.Minute)
 	for stored() < len(events) && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	// Then until the analyze group has committed the end of every keyed partition.
 	client := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	t.Logf("stored after %v", time.Since(began).Round(time.Second))
 	for !analyzed(t, client, keyed, "fleet-"+topic+"-analyze") && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -133,6 +249,7 @@ func TestThreeRunProcessesOnUnkeyedOTLPFindEachPerKeyIncidentOnce(t *testing.T) 
 		}
 		return perKeyIncidents(got)
 	}
+	t.Logf("keyed topic read after %v", time.Since(began).Round(time.Second))
 	for !slices.Equal(findings(), want) && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -147,6 +264,7 @@ func TestThreeRunProcessesOnUnkeyedOTLPFindEachPerKeyIncidentOnce(t *testing.T) 
 		slices.Sort(rows)
 		return rows
 	}
+	t.Logf("findings after %v", time.Since(began).Round(time.Second))
 	for !slices.Equal(revs(), wantRevs) && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -212,7 +330,7 @@ func analyzed(t *testing.T, c *kafka.Client, topic, group string) bool {
 // analyzeIncidents runs analyze (the package, as the command does) on the
 // events and returns "kind key" of each finding not folded into another,
 // and its revocation rows as the revocations table would hold them, sorted.
-func analyzeIncidents(t *testing.T, events []event.Event, key string) ([]string, []string) {
+func analyzeIncidents(t *testing.T, events []event.Event, key string, nat []string) ([]string, []string) {
 	t.Helper()
 	var ndjson bytes.Buffer
 	for i := range events {
@@ -220,6 +338,7 @@ func analyzeIncidents(t *testing.T, events []event.Event, key string) ([]string,
 		ndjson.WriteByte('\n')
 	}
 	c := config.Default()
+	c.Detect.NATEgressRanges = nat
 	guard, _ := redact.New(redact.Config{Key: []byte(key)})
 	det, err := newReportDetector(c.Detect)
 	if err != nil {
