@@ -442,12 +442,25 @@ func setBool(e *event.Event, f field, v bool) *fieldError {
 	return nil
 }
 
+// maxTimeLen is the longest RFC 3339 time: nanoseconds and an offset
+// ("2006-01-02T15:04:05.999999999-07:00" is 35), with room for a five-digit
+// year.
+const maxTimeLen = 40
+
 // parseTime accepts RFC 3339 with any fraction (or none), 'Z' or an offset,
 // and returns UTC so events compare and store the same whatever the offset.
 // time.Parse has a dedicated fast path for the RFC 3339 layouts.
 func parseTime(b []byte) (time.Time, bool) {
-	if len(b) < len("2006-01-02T15:04:05Z") {
+	// An RFC 3339 time is short ASCII. Anything else is refused before
+	// time.Parse, whose error would quote (and so copy, escaped up to 4x)
+	// a value of any length.
+	if len(b) < len("2006-01-02T15:04:05Z") || len(b) > maxTimeLen {
 		return time.Time{}, false
+	}
+	for _, c := range b {
+		if c >= 0x80 {
+			return time.Time{}, false
+		}
 	}
 	t, err := time.Parse(time.RFC3339Nano, unsafeString(b))
 	if err != nil {
