@@ -51,12 +51,6 @@ func Build(c config.Config, st StoreReplayer, reg prometheus.Registerer, log *sl
 	return BuildStage(c, "", st, reg, log)
 }
 
-// BuildStage assembles one stage of the fleet (docs/fleet.md): role
-// config.RoleIngest reads the raw topics, stores the events, feeds the SLI
-// exporter and publishes every accepted event to fleet.keyed_topic;
-// config.RoleAnalyze reads the keyed topic (its consumer group reads
-// fleet.keyed_topic) and runs the revocation tracker and the detectors,
-// storing findings and revocations. Role "" is the single process.
 // AnalyzeGroupID is the fleet's analyze stage consumer group.
 func AnalyzeGroupID(c config.Config) string {
 	if c.Fleet.AnalyzeGroupID != "" {
@@ -65,6 +59,12 @@ func AnalyzeGroupID(c config.Config) string {
 	return c.Kafka.GroupID + "-analyze"
 }
 
+// BuildStage assembles one stage of the fleet (docs/fleet.md): role
+// config.RoleIngest reads the raw topics, stores the events, feeds the SLI
+// exporter and publishes every accepted event to fleet.keyed_topic;
+// config.RoleAnalyze reads the keyed topic (its consumer group reads
+// fleet.keyed_topic) and runs the revocation tracker and the detectors,
+// storing findings and revocations. Role "" is the single process.
 func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.Registerer, log *slog.Logger) (*Built, error) {
 	format, err := ingest.ParseFormat(c.Kafka.Format)
 	if err != nil {
@@ -86,8 +86,9 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		return nil, fmt.Errorf("redaction.patterns: %w", err)
 	}
 	var split *sli.Split
+	part := rekey.NewPartitioner(c.Fleet.KeyedPartitions)
 	if role == config.RoleAnalyze {
-		split = rekey.NewPartitioner(c.Fleet.KeyedPartitions).Split()
+		split = part.Split()
 	}
 	stages, err := buildStages(c, reg, split)
 	if err != nil {
@@ -157,7 +158,6 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		})
 		dec.(*rekey.Decoder).SetPartialSink(stages.Partial)
 		dec.(*rekey.Decoder).SetTokenFactsSink(stages.Tracker.Learn)
-		part := rekey.NewPartitioner(c.Fleet.KeyedPartitions)
 		opts.OnAssigned = func(partitions []int32) { stages.assigned(part, partitions) }
 	}
 	if c.Kafka.DeadLetterTopic != "" || c.Kafka.QuarantineTopic != "" {

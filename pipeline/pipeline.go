@@ -495,12 +495,7 @@ func (p *Pipeline) rebuildFromRecords(ctx context.Context, topic string, partiti
 	n, err := p.o.MessageReplayer.ReplayMessages(ctx, topic, partitions, func(m *consumer.Message) {
 		k := len(evs)
 		evs, _ = p.msgDec.DecodeMessage(m, evs) // a record refused now was refused and counted when first read
-		src := eventtime.Partition{Topic: m.Src.Topic, Partition: m.Src.Partition}
-		if p.srcParts != nil {
-			if s, ok := p.srcParts.MergePartition(m); ok {
-				src = s
-			}
-		}
+		src := p.mergePartition(m)
 		for range evs[k:] {
 			streams = append(streams, src)
 		}
@@ -552,6 +547,18 @@ func (p *Pipeline) rebuildFromRecords(ctx context.Context, topic string, partiti
 		"partitions", partitions, "records", n, "events", replayed, "complete_to", low, "merged_past_it", merged,
 		"window", p.cfg.RebuildWindow, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// mergePartition is the event-time stream a message belongs to: its
+// partition, or what the decoder says it carries (the fleet's analyze
+// stage: a raw partition via a keyed partition).
+func (p *Pipeline) mergePartition(m *consumer.Message) eventtime.Partition {
+	if p.srcParts != nil {
+		if s, ok := p.srcParts.MergePartition(m); ok {
+			return s
+		}
+	}
+	return eventtime.Partition{Topic: m.Src.Topic, Partition: m.Src.Partition}
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -759,12 +766,7 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 	now := time.Now()
 	for i := range msgs {
 		m := &msgs[i]
-		src := eventtime.Partition{Topic: m.Src.Topic, Partition: m.Src.Partition}
-		if p.srcParts != nil {
-			if s, ok := p.srcParts.MergePartition(m); ok {
-				src = s
-			}
-		}
+		src := p.mergePartition(m)
 		p.merge.Heard(src, now)
 		var errs []error
 		if p.msgDec != nil {

@@ -37,7 +37,6 @@ type Stages struct {
 type partialMetrics struct {
 	pending prometheus.Gauge
 	late    prometheus.Counter
-	lateSet float64
 }
 
 // assigned hears which keyed partitions this analyze member owns now: the
@@ -62,7 +61,10 @@ func (s *Stages) Partial(x sli.RevocationPartial, replay bool) {
 	if s.merger == nil {
 		return
 	}
-	if r, ok := s.merger.Add(x, time.Now()); ok && !replay {
+	late := s.merger.Late
+	r, ok := s.merger.Add(x, time.Now())
+	s.partials.late.Add(float64(s.merger.Late - late))
+	if ok && !replay {
 		s.revocation(r)
 	}
 }
@@ -96,23 +98,20 @@ func (s *Stages) Replay(e *event.Event) {
 func (s *Stages) Tick(now time.Time) {
 	if !now.IsZero() {
 		s.Detect.Advance(now)
+		if s.merger != nil {
+			// A split tracker reports its partials when the member's
+			// watermark passes a revoke's horizon, even while its own
+			// partitions are quiet.
+			s.Tracker.Advance(now)
+		}
 	}
 	if s.merger == nil {
 		return
-	}
-	// A split tracker reports its partials when the member's watermark
-	// passes a revoke's horizon, even while its own partitions are quiet.
-	if !now.IsZero() {
-		s.Tracker.Advance(now)
 	}
 	for _, r := range s.merger.Expire(time.Now()) {
 		s.revocation(r)
 	}
 	s.partials.pending.Set(float64(s.merger.Pending()))
-	if late := float64(s.merger.Late); late > s.partials.lateSet {
-		s.partials.late.Add(late - s.partials.lateSet)
-		s.partials.lateSet = late
-	}
 }
 
 // Flush ends the input: the tracker reports every pending revoke (marked
