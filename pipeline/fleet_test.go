@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -74,11 +75,17 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 	for i := range events {
 		keyedTotal += int64(len(part.Partitions(rekey.RouteOf(&events[i]), nil)))
 	}
-	ing := startMember(t, h, cc, config.RoleIngest, h.kcfg, nil)
 	var analyzers []*member
 	for range 3 {
 		analyzers = append(analyzers, startMember(t, h, cc, config.RoleAnalyze, akcfg, nil))
 	}
+	// The three join their group before the keyed topic fills: a member
+	// joining mid-backlog moves partitions, which the takeover test covers.
+	deadline := time.Now().Add(3 * time.Minute)
+	for !joined(analyzers, 2) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	ing := startMember(t, h, cc, config.RoleIngest, h.kcfg, nil)
 	consumed := func() int64 {
 		var n int64
 		for _, a := range analyzers {
@@ -86,7 +93,6 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 		}
 		return n
 	}
-	deadline := time.Now().Add(3 * time.Minute)
 	for (ing.built.Pipeline.Stats().Stored < int64(len(events)) || consumed() < keyedTotal) && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -159,6 +165,26 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 	if g := perKey(got); !slices.Equal(g, want) {
 		t.Errorf("per-key findings differ from analyze's:\n fleet:   %v\n analyze: %v", g, want)
 	}
+}
+
+// joined says whether every member's newest assignment holds each
+// partitions, all of one generation.
+func joined(members []*member, each int) bool {
+	gens := map[string]bool{}
+	for _, m := range members {
+		var last string
+		for _, line := range strings.Split(m.logs.String(), "\n") {
+			if strings.Contains(line, `msg="kafka partitions assigned"`) {
+				last = line
+			}
+		}
+		g := regexp.MustCompile(`generation=(\d+) partitions="([^"]*)"`).FindStringSubmatch(last)
+		if g == nil || strings.Count(g[2], "@") != each {
+			return false
+		}
+		gens[g[1]] = true
+	}
+	return len(gens) == 1
 }
 
 // stopAt delivers a keyed partition's records while their event ts is
