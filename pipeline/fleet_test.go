@@ -58,29 +58,16 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 	}
 
 	h := newHarness(t, 6)
-	keyed := testkit.Topic(t) + "-keyed"
-	testkit.CreateTopic(t, h.brokers, keyed, 6)
+	cc, akcfg := fleetSetup(t, h, c)
 	produceUnkeyed(t, h.brokers, h.topic, 6, ingest.FormatJSON, events)
-
-	cc := c
-	cc.Kafka = h.kcfg
-	cc.ClickHouse.Database = h.store.Database()
-	cc.ClickHouse.BatchRows, cc.ClickHouse.BatchInterval = 5000, 200*time.Millisecond
-	cc.Fleet.KeyedTopic, cc.Fleet.KeyedPartitions = keyed, 6
-	akcfg := h.kcfg
-	akcfg.Topics, akcfg.GroupID, akcfg.Format = []string{keyed}, h.kcfg.GroupID+"-analyze", "json"
-
-	part := rekey.NewPartitioner(6)
-	var keyedTotal int64
-	for i := range events {
-		keyedTotal += int64(len(part.Partitions(rekey.RouteOf(&events[i]), nil)))
-	}
+	_, keyedTotal := keyedRecords(events, time.Time{})
 	var analyzers []*member
 	for range 3 {
 		analyzers = append(analyzers, startMember(t, h, cc, config.RoleAnalyze, akcfg, nil))
 	}
 	// The three join their group before the keyed topic fills: a member
-	// joining mid-backlog moves partitions, which the takeover test covers.
+	// joining mid-backlog moves partitions, which the takeover and
+	// mid-backlog tests cover.
 	deadline := time.Now().Add(3 * time.Minute)
 	for !joined(analyzers, 2) && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
@@ -130,7 +117,7 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 		}
 	}
 	// Redelivery: the whole keyed stream again, same sources.
-	pub, err := rekey.NewPublisher(rekey.PublisherConfig{Brokers: h.brokers, Topic: keyed, Partitions: 6}, slog.Default())
+	pub, err := rekey.NewPublisher(rekey.PublisherConfig{Brokers: h.brokers, Topic: cc.Fleet.KeyedTopic, Partitions: 6}, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,52 +174,6 @@ func joined(members []*member, each int) bool {
 	return len(gens) == 1
 }
 
-// stopAt delivers a keyed partition's records while their event ts is
-// before at, and then nothing: the member has processed every partition
-// up to that moment of event time when it stops. It counts the event
-// records it delivered (not the partial revocation results the members
-// publish on the same topic).
-type stopAt struct {
-	*pipeline.Pipeline
-	at     time.Time
-	events *atomic.Int64
-}
-
-func (s stopAt) Deliver(ctx context.Context, msgs []consumer.Message) error {
-	for i := range msgs {
-		if isPartial(msgs[i]) {
-			continue
-		}
-		var v struct {
-			TS time.Time `json:"ts"`
-		}
-		if err := json.Unmarshal(msgs[i].Value, &v); err != nil {
-			return err
-		}
-		if !v.TS.Before(s.at) {
-			if err := s.Pipeline.Deliver(ctx, msgs[:i]); err != nil {
-				return err
-			}
-			s.count(msgs[:i])
-			<-ctx.Done()
-			return ctx.Err()
-		}
-	}
-	if err := s.Pipeline.Deliver(ctx, msgs); err != nil {
-		return err
-	}
-	s.count(msgs)
-	return nil
-}
-
-func (s stopAt) count(msgs []consumer.Message) {
-	for _, m := range msgs {
-		if !isPartial(m) {
-			s.events.Add(1)
-		}
-	}
-}
-
 func isPartial(m consumer.Message) bool {
 	for _, h := range m.Headers {
 		if h.Key == rekey.HeaderKind {
@@ -276,26 +217,9 @@ func TestAnAnalyzeMemberTakingOverRebuildsFromTheKeyedTopic(t *testing.T) {
 	want, _ := analyzeReference(t, c, events)
 
 	h := newHarness(t, 1)
-	keyed := testkit.Topic(t) + "-keyed"
-	testkit.CreateTopic(t, h.brokers, keyed, 6)
+	cc, akcfg := fleetSetup(t, h, c)
 	produceUnkeyed(t, h.brokers, h.topic, 1, ingest.FormatJSON, events)
-	cc := c
-	cc.Kafka = h.kcfg
-	cc.ClickHouse.Database = h.store.Database()
-	cc.ClickHouse.BatchRows, cc.ClickHouse.BatchInterval = 5000, 200*time.Millisecond
-	cc.Fleet.KeyedTopic, cc.Fleet.KeyedPartitions = keyed, 6
-	akcfg := h.kcfg
-	akcfg.Topics, akcfg.GroupID, akcfg.Format = []string{keyed}, h.kcfg.GroupID+"-analyze", "json"
-
-	part := rekey.NewPartitioner(6)
-	var before, total int64
-	for i := range events {
-		n := int64(len(part.Partitions(rekey.RouteOf(&events[i]), nil)))
-		total += n
-		if events[i].TS.Before(split) {
-			before += n
-		}
-	}
+	before, total := keyedRecords(events, split)
 	ing := startMember(t, h, cc, config.RoleIngest, h.kcfg, nil)
 	deadline := time.Now().Add(3 * time.Minute)
 	for ing.built.Pipeline.Stats().Stored < int64(len(events)) && time.Now().Before(deadline) {
@@ -304,7 +228,7 @@ func TestAnAnalyzeMemberTakingOverRebuildsFromTheKeyedTopic(t *testing.T) {
 	ing.stop()
 
 	var firstRead, secondRead atomic.Int64
-	first := startMember(t, h, cc, config.RoleAnalyze, akcfg, func(p *pipeline.Pipeline) consumer.Sink { return stopAt{p, split, &firstRead} })
+	first := startMember(t, h, cc, config.RoleAnalyze, akcfg, func(p *pipeline.Pipeline) consumer.Sink { return holdAt{p, split, nil, &firstRead, nil} })
 	for firstRead.Load() < before && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -313,7 +237,7 @@ func TestAnAnalyzeMemberTakingOverRebuildsFromTheKeyedTopic(t *testing.T) {
 		t.Fatalf("the first analyze member read %d keyed records, want the %d before %s", got, before, split)
 	}
 	never := time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
-	second := startMember(t, h, cc, config.RoleAnalyze, akcfg, func(p *pipeline.Pipeline) consumer.Sink { return stopAt{p, never, &secondRead} })
+	second := startMember(t, h, cc, config.RoleAnalyze, akcfg, func(p *pipeline.Pipeline) consumer.Sink { return holdAt{p, never, nil, &secondRead, nil} })
 	for secondRead.Load() < total-before && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -329,5 +253,188 @@ func TestAnAnalyzeMemberTakingOverRebuildsFromTheKeyedTopic(t *testing.T) {
 	// per-service detectors see every event, so every finding must match.
 	if !slices.Equal(got, want) {
 		t.Errorf("findings across the takeover differ from analyze's:\n fleet:   %v\n analyze: %v", got, want)
+	}
+}
+
+// fleetSetup creates the keyed topic (6 partitions) and returns the
+// members' config on the harness and the analyze group's Kafka config.
+func fleetSetup(t *testing.T, h *harness, c config.Config) (config.Config, config.Kafka) {
+	t.Helper()
+	keyed := testkit.Topic(t) + "-keyed"
+	testkit.CreateTopic(t, h.brokers, keyed, 6)
+	cc := c
+	cc.Kafka = h.kcfg
+	cc.ClickHouse.Database = h.store.Database()
+	cc.ClickHouse.BatchRows, cc.ClickHouse.BatchInterval = 5000, 200*time.Millisecond
+	cc.Fleet.KeyedTopic, cc.Fleet.KeyedPartitions = keyed, 6
+	akcfg := h.kcfg
+	akcfg.Topics, akcfg.GroupID, akcfg.Format = []string{keyed}, h.kcfg.GroupID+"-analyze", "json"
+	return cc, akcfg
+}
+
+// keyedRecords is how many keyed records the events make on a 6-partition
+// keyed topic: those of events before at, and all.
+func keyedRecords(events []event.Event, at time.Time) (before, total int64) {
+	part := rekey.NewPartitioner(6)
+	for i := range events {
+		n := int64(len(part.Partitions(rekey.RouteOf(&events[i]), nil)))
+		total += n
+		if events[i].TS.Before(at) {
+			before += n
+		}
+	}
+	return before, total
+}
+
+// holdAt delivers a keyed partition's event records while their ts is
+// before at, then holds until release is closed (nil: until the member
+// stops), then delivers everything. It counts the event records it
+// delivered (not the partial revocation results and token facts the
+// members publish on the same topic), and the partitions it holds.
+type holdAt struct {
+	*pipeline.Pipeline
+	at      time.Time
+	release <-chan struct{}
+	events  *atomic.Int64
+	held    *atomic.Int64
+}
+
+func (s holdAt) Deliver(ctx context.Context, msgs []consumer.Message) error {
+	select {
+	case <-s.release:
+		return s.deliver(ctx, msgs)
+	default:
+	}
+	for i := range msgs {
+		if isPartial(msgs[i]) {
+			continue
+		}
+		var v struct {
+			TS time.Time `json:"ts"`
+		}
+		if err := json.Unmarshal(msgs[i].Value, &v); err != nil {
+			return err
+		}
+		if !v.TS.Before(s.at) {
+			if err := s.deliver(ctx, msgs[:i]); err != nil {
+				return err
+			}
+			if s.held != nil {
+				s.held.Add(1)
+			}
+			select {
+			case <-s.release:
+				return s.deliver(ctx, msgs[i:])
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return s.deliver(ctx, msgs)
+}
+
+func (s holdAt) deliver(ctx context.Context, msgs []consumer.Message) error {
+	if err := s.Pipeline.Deliver(ctx, msgs); err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if !isPartial(m) {
+			s.events.Add(1)
+		}
+	}
+	return nil
+}
+
+// TestAnalyzeMembersSharingPartitionsMidBacklogMergeEveryRevoke has one
+// analyze member read the keyed backlog up to a moment when session and
+// subject revokes are still within their horizon, then a second member
+// joins and takes half the keyed partitions (the members' partials of
+// those revokes now come from both, and some revokes' merges move). The
+// revocation rows equal analyze's: none is lost in the move, none is
+// reported twice with another result.
+func TestAnalyzeMembersSharingPartitionsMidBacklogMergeEveryRevoke(t *testing.T) {
+	events := generate(t, unkeyedSpec())
+	n := 0
+	for i := range events {
+		if events[i].Kind == event.KindValidate {
+			if n++; n%3 == 0 {
+				events[i].SessionID, events[i].Subject = "", ""
+			}
+		}
+	}
+	events = append(events, testkit.PastTheHorizon(events, 6)...)
+	slices.SortStableFunc(events, func(a, b event.Event) int { return a.TS.Compare(b.TS) })
+	c := config.Default()
+	c.Redaction.Key = "midbacklog"
+	_, wantRevs := analyzeReference(t, c, events)
+	// Hold the first member in the middle: broadcast revokes are pending
+	// (within their horizon) there.
+	at := events[0].TS.Add(events[len(events)-1].TS.Sub(events[0].TS) / 2)
+	pending := 0
+	for i := range events {
+		e := &events[i]
+		if e.Kind == event.KindRevoke && rekey.RevokeBroadcast(e.Target, e.TokenID) && e.TS.Before(at) && at.Sub(e.TS) < c.Pipeline.RevocationHorizon {
+			pending++
+		}
+	}
+	if pending < 3 {
+		t.Fatalf("%d broadcast revokes are within their horizon at %s: too few to mean anything", pending, at)
+	}
+
+	h := newHarness(t, 6)
+	cc, akcfg := fleetSetup(t, h, c)
+	produceUnkeyed(t, h.brokers, h.topic, 6, ingest.FormatJSON, events)
+	before, total := keyedRecords(events, at)
+	ing := startMember(t, h, cc, config.RoleIngest, h.kcfg, nil)
+	deadline := time.Now().Add(3 * time.Minute)
+	for ing.built.Pipeline.Stats().Stored < int64(len(events)) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	ing.stop()
+
+	release := make(chan struct{})
+	var read, held atomic.Int64
+	hold := func(p *pipeline.Pipeline) consumer.Sink { return holdAt{p, at, release, &read, &held} }
+	members := []*member{startMember(t, h, cc, config.RoleAnalyze, akcfg, hold), startMember(t, h, cc, config.RoleAnalyze, akcfg, hold)}
+	for !joined(members, 3) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The keyed partitions carry the raw partitions in the order the
+	// ingest stage read them, not in ts order: records before at also
+	// come after the first one past it (they are read after the move).
+	for held.Load() < 6 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := read.Load(); got == 0 || got > before {
+		t.Fatalf("the two analyze members read %d keyed records before holding, want most of the %d before %s", got, before, at)
+	}
+	time.Sleep(time.Second) // their batches stored and their offsets committed
+	// A third joins: partitions move to it, and between the two (the range
+	// assignor gives 0-2 and 3-5, then 0-1, 2-3 and 4-5), so a member
+	// already past at takes over a partition whose history is behind it.
+	members = append(members, startMember(t, h, cc, config.RoleAnalyze, akcfg, hold))
+	for !joined(members, 2) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !joined(members, 2) {
+		t.Fatal("the three analyze members did not share the keyed partitions")
+	}
+	close(release)
+	var revs []string
+	for time.Now().Before(deadline) {
+		if _, revs = storedResults(t, h); slices.Equal(revs, wantRevs) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !slices.Equal(revs, wantRevs) {
+		t.Errorf("revocation rows differ from analyze's (%d broadcast revokes pending at the move): %s", pending, listDiff(revs, wantRevs))
+	}
+	for _, m := range members {
+		m.stop()
+	}
+	// Records read again after the move are counted twice: at least all.
+	if got := read.Load(); got < total {
+		t.Errorf("the analyze members read %d keyed records, want all %d", got, total)
 	}
 }

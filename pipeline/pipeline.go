@@ -193,7 +193,7 @@ type Pipeline struct {
 
 	stop    <-chan struct{} // Run's ctx.Done: unblocks a flush stuck on a full queue
 	stuck   []*item
-	in      chan []consumer.Message
+	in      chan delivery
 	drains  chan chan error
 	calls   chan func()
 	work    chan *item
@@ -251,7 +251,7 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 	}
 	p := &Pipeline{
 		cfg: cfg, o: o,
-		in:       make(chan []consumer.Message, 16),
+		in:       make(chan delivery, 16),
 		drains:   make(chan chan error),
 		calls:    make(chan func()),
 		work:     make(chan *item, cfg.MaxPendingBatches),
@@ -314,11 +314,42 @@ func (p *Pipeline) Deliver(ctx context.Context, msgs []consumer.Message) error {
 			}
 		}
 	}
+	d := delivery{msgs: msgs}
+	if p.cfg.EventTime.MaxAhead > 0 {
+		// The gate judges a partition by what the merge has seen: a
+		// partition may have one chunk on its way, not a queue of them,
+		// or a partition read faster runs minutes ahead before the gate
+		// sees it (16 queued chunks are 8,000 events).
+		d.done = make(chan struct{})
+	}
 	select {
-	case p.in <- msgs:
+	case p.in <- d:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if d.done == nil {
+		return nil
+	}
+	select {
+	case <-d.done:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// delivery is one chunk of a partition's messages handed to the processing
+// goroutine; done, when set, is closed once they are processed.
+type delivery struct {
+	msgs []consumer.Message
+	done chan struct{}
+}
+
+// take processes a delivery.
+func (p *Pipeline) take(d delivery) {
+	p.process(d.msgs)
+	if d.done != nil {
+		close(d.done)
 	}
 }
 
@@ -455,16 +486,12 @@ func (p *Pipeline) rebuild(ctx context.Context, topic string, partitions []int32
 		// history goes through the merge.
 		low = time.Time{}
 	}
+	low = p.straightTo(low)
 	now := time.Now()
 	var merged int
 	n, err := p.o.Replayer.ReplayEvents(ctx, topic, partitions, since, func(e *event.Event) {
-		if e.TS.After(low) {
-			p.merge.AddReplay(eventtime.Partition{Topic: topic, Partition: e.Src.Partition}, e, now)
+		if p.replayOne(eventtime.Partition{Topic: topic, Partition: e.Src.Partition}, e, low, now) {
 			merged++
-			return
-		}
-		for _, o := range p.o.Observers {
-			o.Replay(e)
 		}
 	})
 	p.merge.Advance(now)
@@ -525,19 +552,15 @@ func (p *Pipeline) rebuildFromRecords(ctx context.Context, topic string, partiti
 		newest = maxTime(newest, t)
 	}
 	cut := newest.Add(-p.cfg.RebuildWindow)
+	low = p.straightTo(low)
 	now := time.Now()
 	var replayed, merged int
 	for _, i := range order {
 		e := &evs[i]
-		switch {
-		case e.TS.Before(cut):
+		if e.TS.Before(cut) {
 			continue
-		case !e.TS.After(low):
-			for _, o := range p.o.Observers {
-				o.Replay(e)
-			}
-		default:
-			p.merge.AddReplay(streams[i], e, now)
+		}
+		if p.replayOne(streams[i], e, low, now) {
 			merged++
 		}
 		replayed++
@@ -547,6 +570,37 @@ func (p *Pipeline) rebuildFromRecords(ctx context.Context, topic string, partiti
 		"partitions", partitions, "records", n, "events", replayed, "complete_to", low, "merged_past_it", merged,
 		"window", p.cfg.RebuildWindow, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// straightTo caps the history a rebuild replays straight into the stages at
+// the event time the merge has released. A member that already reads other
+// partitions holds their events in the merge up to its watermark: history
+// past it replays through the merge, so it meets them in ts order. Fed
+// straight, it would move the stages' clocks past the held events, which
+// would then arrive late (a revoke late is lost). A member that holds
+// nothing yet has nothing to meet.
+func (p *Pipeline) straightTo(low time.Time) time.Time {
+	s := p.merge.Stats()
+	if s.Watermark.IsZero() && s.Buffered == 0 {
+		return low
+	}
+	if s.Watermark.Before(low) {
+		return s.Watermark
+	}
+	return low
+}
+
+// replayOne feeds one event of history to the stages: straight when it is
+// not after straight, else through the merge, muted (then it says true).
+func (p *Pipeline) replayOne(src eventtime.Partition, e *event.Event, straight, now time.Time) (merged bool) {
+	if !e.TS.After(straight) {
+		for _, o := range p.o.Observers {
+			o.Replay(e)
+		}
+		return false
+	}
+	p.merge.AddReplay(src, e, now)
+	return true
 }
 
 // mergePartition is the event-time stream a message belongs to: its
@@ -638,8 +692,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		select {
-		case msgs := <-p.in:
-			p.process(msgs)
+		case d := <-p.in:
+			p.take(d)
 			if p.batch.Len() >= p.cfg.BatchRows {
 				p.flush(nil)
 			}
@@ -750,8 +804,8 @@ func (p *Pipeline) shutdown(icancel context.CancelFunc, inserted <-chan struct{}
 func (p *Pipeline) drainInput() {
 	for {
 		select {
-		case msgs := <-p.in:
-			p.process(msgs)
+		case d := <-p.in:
+			p.take(d)
 		default:
 			return
 		}
