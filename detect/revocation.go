@@ -81,9 +81,12 @@ func (d *revocationDetector) observe(r Revocation) {
 	// Residual acceptances inside the SLO are cache behaviour (SIGNALS.md),
 	// whether the rejection came soon after, late, or not at all because
 	// the token stopped being shown (a logout's in-flight request).
+	// A service whose clock runs ahead (a clock_skew finding about it)
+	// stamps its acceptances late: one just before the revoke reads as
+	// after it. Its skew is taken off before judging.
 	breach := false
 	for _, s := range r.Services {
-		if s.ResidualAcceptances > 0 && s.LastAcceptanceS > slo {
+		if s.ResidualAcceptances > 0 && s.LastAcceptanceS-d.clockAhead(s.Service, r.RevokedAt) > slo {
 			breach = true
 		}
 	}
@@ -115,6 +118,24 @@ func (d *revocationDetector) observe(r Revocation) {
 	rec.ev = ev
 	rec.f.Action = revocationAction(ev)
 	d.book.touch(rec)
+}
+
+// clockAhead is how many seconds the clock of service ran ahead of the
+// issuers' around at, as a clock_skew finding about it estimated (open or
+// closed; within its window of its first and last signal); 0 when none.
+func (d *revocationDetector) clockAhead(service string, at time.Time) float64 {
+	r := d.book.recs[recKey{finding.ClockSkew, "service:" + service}]
+	if r == nil {
+		return 0
+	}
+	ev, ok := r.ev.(*skewEvidence)
+	if !ok || ev.skew <= 0 {
+		return 0
+	}
+	if at.Before(r.f.FirstSeen.Add(-d.cfg.ClockSkewWindow)) || at.After(r.f.LastSeen.Add(d.cfg.ClockSkewWindow)) {
+		return 0
+	}
+	return ev.skew
 }
 
 func cloneRevocation(r Revocation) Revocation {

@@ -114,3 +114,28 @@ func TestTheSameRevokeReportedTwiceIsOneFinding(t *testing.T) {
 		t.Fatalf("want one finding with the newer result, got %+v", fs)
 	}
 }
+
+// TestAServiceWhoseClockRunsAheadIsJudgedOnItsOwnTime: a validator two
+// minutes ahead stamps an acceptance made just after a revoke two minutes
+// late. With its clock_skew finding known, that is not a slow revocation;
+// the same residual acceptance by a service with a true clock is.
+func TestAServiceWhoseClockRunsAheadIsJudgedOnItsOwnTime(t *testing.T) {
+	for _, tc := range []struct {
+		service  string
+		wantSlow bool
+	}{{"search", false}, {"orders", true}} {
+		en, _, _ := newEngine(t, nil)
+		for _, e := range skewedFleet(2*time.Minute, "search", 60) {
+			en.Observe(e)
+		}
+		en.ObserveRevocation(with(Revocation{Target: "session", SessionID: "s1", RevokedAt: at(20 * time.Minute)}, 150, false, false,
+			ServicePropagation{Service: tc.service, ResidualAcceptances: 1, LagS: 150, LastAcceptanceS: 150, Propagated: true}))
+		fs := en.Flush()
+		if len(ofKind(fs, finding.ClockSkew)) != 1 {
+			t.Fatalf("%s: the skewed traffic raised no clock_skew finding: %+v", tc.service, fs)
+		}
+		if got := len(ofKind(fs, finding.SlowRevocation)) == 1; got != tc.wantSlow {
+			t.Errorf("%s accepting 150 s after a revoke: slow_revocation %v, want %v", tc.service, got, tc.wantSlow)
+		}
+	}
+}

@@ -96,10 +96,10 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 	}
 	m := metrics.New(reg)
 	b := &Built{Stages: stages, Metrics: m}
-	opts := Options{Decoder: dec, Guard: guard, Observers: []Observer{stages}, Store: st, Replayer: st, Metrics: m, Log: log}
-	if role != config.RoleAnalyze { // the ingest stage dropped the copies already
-		opts.Dedup = NewDedup(c.Pipeline)
-	}
+	// The analyze stage filters again, in event-time order (Pipeline.observe):
+	// a copy on another raw partition passed the other ingest member's filter.
+	opts := Options{Decoder: dec, Guard: guard, Observers: []Observer{stages}, Store: st, Replayer: st, Metrics: m, Log: log,
+		Dedup: NewDedup(c.Pipeline)}
 	rebuild := c.Pipeline.RebuildWindow
 	keyedPartitions := 0
 	var maxAhead time.Duration

@@ -208,6 +208,7 @@ type Pipeline struct {
 	merge      *eventtime.Merger
 	srcParts   SourcePartitioner // nil: merge by the consumed partitions
 	msgDec     MessageDecoder    // nil: the decoder reads values only
+	keyedTopic string            // the topic a SourcePartitioner's messages come from
 	trigger    time.Time         // append time of the event being observed
 	batchStart time.Time
 	lateSeen   map[string]int64 // stage late counts already exported
@@ -272,6 +273,19 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 // observe hands one event, released by the merge in event-time order, to
 // every observer (a replayed one only to rebuild their state).
 func (p *Pipeline) observe(src eventtime.Partition, e *event.Event, appended time.Time, late, replay bool) {
+	if p.srcParts != nil && p.o.Dedup != nil && p.o.Dedup.Seen(e) {
+		// The fleet's analyze stage: a copy from another source (a
+		// producer's retry onto another raw partition, which another
+		// ingest member read) reaches the same keyed partitions. The
+		// filter runs here, in event-time order: before the merge, the
+		// keyed partitions and the ingest members behind them are read
+		// minutes apart, and a window over arrival order would forget a
+		// slow stream's events as soon as it saw them.
+		if !replay {
+			p.o.Metrics.Duplicates.WithLabelValues(p.keyedTopic).Inc()
+		}
+		return
+	}
 	if replay {
 		for _, o := range p.o.Observers {
 			o.Replay(e)
@@ -358,6 +372,7 @@ func (p *Pipeline) take(d delivery) {
 // delivers or goes idle, so its first events are not late.
 func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int32) error {
 	if p.srcParts != nil {
+		p.keyedTopic = topic
 		p.warnPartialView(len(partitions))
 		if p.o.OnAssigned == nil {
 			return nil
@@ -854,7 +869,7 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 					}
 				}
 			}
-			if p.o.Dedup != nil && p.o.Dedup.Seen(e) {
+			if p.o.Dedup != nil && p.srcParts == nil && p.o.Dedup.Seen(e) {
 				p.o.Metrics.Duplicates.WithLabelValues(m.Src.Topic).Inc()
 				continue
 			}
