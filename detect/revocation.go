@@ -121,8 +121,10 @@ func (d *revocationDetector) observe(r Revocation) {
 }
 
 // clockAhead is how many seconds the clock of service ran ahead of the
-// issuers' around at, as a clock_skew finding about it estimated (open or
-// closed; within its window of its first and last signal); 0 when none.
+// issuers' around at, as a clock_skew finding about it measured (open or
+// closed; within its window of its first and last signal): the larger of
+// its estimate and its largest sample, both lower bounds of the true
+// offset; 0 when none.
 func (d *revocationDetector) clockAhead(service string, at time.Time) float64 {
 	r := d.book.recs[recKey{finding.ClockSkew, "service:" + service}]
 	if r == nil {
@@ -135,7 +137,7 @@ func (d *revocationDetector) clockAhead(service string, at time.Time) float64 {
 	if at.Before(r.f.FirstSeen.Add(-d.cfg.ClockSkewWindow)) || at.After(r.f.LastSeen.Add(d.cfg.ClockSkewWindow)) {
 		return 0
 	}
-	return ev.skew
+	return max(ev.skew, ev.maxOffsetSeconds)
 }
 
 func cloneRevocation(r Revocation) Revocation {

@@ -232,8 +232,18 @@ func (d *skewDetector) raise(e *event.Event, ms int64, st *skewState, skew float
 		ev = &skewEvidence{}
 		r.ev = ev
 	}
+	// The largest offset of the skew's sign: every sample is a use before
+	// exp (after iat) in true time, so none exceeds the clock's offset and
+	// the largest is its tightest lower bound (the estimate can fall short
+	// of it when the uses crowd one end of the window).
+	var largest float64
+	for _, x := range st.samples[:min(st.n, skewSamples)] {
+		if v := float64(x); v*skew > 0 && math.Abs(v) > math.Abs(largest) {
+			largest = v
+		}
+	}
 	*ev = skewEvidence{skew: skew, samples: used, near: near, total: total, ratio: ratio, restRatio: restRatio,
-		expired: st.expired, notYet: st.notYet, windowMinutes: int(d.cfg.ClockSkewWindow.Minutes())}
+		expired: st.expired, notYet: st.notYet, windowMinutes: int(d.cfg.ClockSkewWindow.Minutes()), maxOffsetSeconds: largest}
 	dir := "ahead of"
 	if skew < 0 {
 		dir = "behind"

@@ -109,6 +109,20 @@ func New(spec Spec) (*Generator, error) {
 // Spec returns the spec with its defaults filled in.
 func (g *Generator) Spec() Spec { return g.spec }
 
+// All generates the whole spec's traffic at once (tests and small runs;
+// Next streams it in bounded memory).
+func All(spec Spec) ([]event.Event, error) {
+	g, err := New(spec)
+	if err != nil {
+		return nil, err
+	}
+	var out []event.Event
+	for b := g.Next(nil); b != nil; b = g.Next(nil) {
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
 // Next appends the next events (in the order they happen, see the package
 // doc) to dst, as many as fit in
 // dst's capacity (at least one batch of 512 when it has no room), and

@@ -627,13 +627,9 @@ func sameAsAnalyze(t *testing.T, h *harness, want []incident, wantRevs []string,
 // generate returns every event of spec.
 func generate(t *testing.T, spec gen.Spec) []event.Event {
 	t.Helper()
-	g, err := gen.New(spec)
+	events, err := gen.All(spec)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var events []event.Event
-	for b := g.Next(nil); b != nil; b = g.Next(nil) {
-		events = append(events, b...)
 	}
 	return events
 }

@@ -45,13 +45,9 @@ func TestBroadcastRevokesMergeToWhatOneTrackerReports(t *testing.T) {
 	spec.Start = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
 	spec.AccessTTLMin, spec.AccessTTLMax = 2*time.Minute, 4*time.Minute
 	spec.Inject = map[string]int{gen.ScenarioSlowRevocation: 3, gen.ScenarioRevocationNotPropagated: 2, gen.ScenarioFastRevocation: 3}
-	g, err := gen.New(spec)
+	events, err := gen.All(spec)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var events []event.Event
-	for b := g.Next(nil); b != nil; b = g.Next(nil) {
-		events = append(events, b...)
 	}
 	validations := 0
 	for i := range events {

@@ -45,13 +45,9 @@ func TestThreeRunProcessesOnUnkeyedOTLPFindEachPerKeyIncidentOnce(t *testing.T) 
 	spec.AccessTTLMin, spec.AccessTTLMax = 2*time.Minute, 4*time.Minute
 	spec.Inject = map[string]int{gen.ScenarioReplay: 2, gen.ScenarioSlowRevocation: 2, gen.ScenarioRefreshReuseIdP: 1,
 		gen.ScenarioRefreshReuseTwoDevices: 1, gen.ScenarioRefreshRateFamily: 1, gen.ScenarioSameSubnet: 1, gen.ScenarioRefreshRace: 1}
-	g, err := gen.New(spec)
+	events, err := gen.All(spec)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var events []event.Event
-	for b := g.Next(nil); b != nil; b = g.Next(nil) {
-		events = append(events, b...)
 	}
 	threeRunProcesses(t, events, ingest.FormatOTLPProto, nil, 5)
 }
