@@ -221,12 +221,8 @@ func TestAnAnalyzeMemberTakingOverRebuildsFromTheKeyedTopic(t *testing.T) {
 	cc, akcfg := fleetSetup(t, h, c)
 	produceUnkeyed(t, h.brokers, h.topic, 1, ingest.FormatJSON, events)
 	before, total := keyedRecords(events, split)
-	ing := startMember(t, h, cc, config.RoleIngest, h.kcfg, nil)
 	deadline := time.Now().Add(3 * time.Minute)
-	for ing.built.Pipeline.Stats().Stored < int64(len(events)) && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	ing.stop()
+	ingestAll(t, h, cc, len(events), deadline)
 
 	var firstRead, secondRead atomic.Int64
 	first := startMember(t, h, cc, config.RoleAnalyze, akcfg, func(p *pipeline.Pipeline) consumer.Sink { return holdAt{p, split, nil, &firstRead, nil} })
@@ -255,6 +251,17 @@ func TestAnAnalyzeMemberTakingOverRebuildsFromTheKeyedTopic(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("findings across the takeover differ from analyze's:\n fleet:   %v\n analyze: %v", got, want)
 	}
+}
+
+// ingestAll runs one ingest member until it has stored n events (or the
+// deadline), then stops it: the keyed topic holds the whole backlog.
+func ingestAll(t *testing.T, h *harness, cc config.Config, n int, deadline time.Time) {
+	t.Helper()
+	ing := startMember(t, h, cc, config.RoleIngest, h.kcfg, nil)
+	for ing.built.Pipeline.Stats().Stored < int64(n) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	ing.stop()
 }
 
 // fleetSetup creates the keyed topic (6 partitions) and returns the
@@ -391,12 +398,8 @@ func TestAnalyzeMembersSharingPartitionsMidBacklogMergeEveryRevoke(t *testing.T)
 	cc.Pipeline.PartitionIdleTimeout = 30 * time.Second
 	produceUnkeyed(t, h.brokers, h.topic, 6, ingest.FormatJSON, events)
 	before, total := keyedRecords(events, at)
-	ing := startMember(t, h, cc, config.RoleIngest, h.kcfg, nil)
 	deadline := time.Now().Add(3 * time.Minute)
-	for ing.built.Pipeline.Stats().Stored < int64(len(events)) && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	ing.stop()
+	ingestAll(t, h, cc, len(events), deadline)
 
 	release := make(chan struct{})
 	var read, held atomic.Int64
