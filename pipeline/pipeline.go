@@ -372,12 +372,13 @@ func (p *Pipeline) take(d delivery) {
 // delivers or goes idle, so its first events are not late.
 func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int32) error {
 	if p.srcParts != nil {
-		p.keyedTopic = topic
 		p.warnPartialView(len(partitions))
-		if p.o.OnAssigned == nil {
-			return nil
-		}
-		return p.onLoop(ctx, func() { p.o.OnAssigned(partitions) })
+		return p.onLoop(ctx, func() {
+			p.keyedTopic = topic // read by observe, on this goroutine
+			if p.o.OnAssigned != nil {
+				p.o.OnAssigned(partitions)
+			}
+		})
 	}
 	return p.onLoop(ctx, func() {
 		now := time.Now()
