@@ -86,13 +86,7 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 	ing.stop()
 	// Every revoke's horizon has passed on every member: each published
 	// its partitions' partials and the owners merge them.
-	var revs []string
-	for time.Now().Before(deadline) {
-		if _, revs = storedResults(t, h); slices.Equal(revs, wantRevs) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	revs := awaitRevocations(t, h, wantRevs, deadline, nil)
 	if !slices.Equal(revs, wantRevs) {
 		t.Errorf("revocation rows differ from analyze's: %s", listDiff(revs, wantRevs))
 	}
@@ -250,6 +244,20 @@ func TestAnAnalyzeMemberTakingOverRebuildsFromTheKeyedTopic(t *testing.T) {
 	// per-service detectors see every event, so every finding must match.
 	if !slices.Equal(got, want) {
 		t.Errorf("findings across the takeover differ from analyze's:\n fleet:   %v\n analyze: %v", got, want)
+	}
+}
+
+// awaitRevocations reads the stored revocation rows until they equal want
+// and done (nil: nothing more) holds, or the deadline passes; it returns
+// the rows last read.
+func awaitRevocations(t *testing.T, h *harness, want []string, deadline time.Time, done func() bool) []string {
+	t.Helper()
+	for {
+		_, revs := storedResults(t, h)
+		if slices.Equal(revs, want) && (done == nil || done()) || !time.Now().Before(deadline) {
+			return revs
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -429,13 +437,7 @@ func TestAnalyzeMembersSharingPartitionsMidBacklogMergeEveryRevoke(t *testing.T)
 		t.Fatal("the three analyze members did not share the keyed partitions")
 	}
 	close(release)
-	var revs []string
-	for time.Now().Before(deadline) {
-		if _, revs = storedResults(t, h); slices.Equal(revs, wantRevs) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	revs := awaitRevocations(t, h, wantRevs, deadline, nil)
 	if !slices.Equal(revs, wantRevs) {
 		t.Errorf("revocation rows differ from analyze's (%d broadcast revokes pending at the move): %s", pending, listDiff(revs, wantRevs))
 	}
@@ -502,13 +504,7 @@ func TestCopiesOnTwoRawPartitionsReadByTwoIngestMembersAreJudgedOnce(t *testing.
 	inAnalyze := func() float64 {
 		return metricValue(t, analyzer.reg, `tokenwatch_events_duplicate_total{topic="`+cc.Fleet.KeyedTopic+`"}`)
 	}
-	var revs []string
-	for time.Now().Before(deadline) {
-		if _, revs = storedResults(t, h); slices.Equal(revs, wantRevs) && inIngest()+inAnalyze() >= float64(copies) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	revs := awaitRevocations(t, h, wantRevs, deadline, func() bool { return inIngest()+inAnalyze() >= float64(copies) })
 	for _, m := range append(ingesters, analyzer) {
 		m.stop()
 	}

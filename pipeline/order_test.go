@@ -59,6 +59,28 @@ func (h history) ReplayEvents(_ context.Context, _ string, _ []int32, since time
 	return len(h.events), nil
 }
 
+// startOrderPipeline runs a pipeline reading JSON into a store that takes
+// everything (events merged with a lateness of 1 s, a partition idle after
+// a minute, maxAhead as given), with o's collaborators; stop ends it and
+// waits for Run to return.
+func startOrderPipeline(t *testing.T, maxAhead time.Duration, o pipeline.Options) (p *pipeline.Pipeline, ctx context.Context, stop func()) {
+	t.Helper()
+	o.Decoder, _ = ingest.NewDecoder(ingest.FormatJSON)
+	o.Store = &flakyStore{}
+	o.Metrics = metrics.New(prometheus.NewRegistry())
+	o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := pipeline.New(pipeline.Config{BatchRows: 1000, BatchInterval: 20 * time.Millisecond, MaxPendingBatches: 4,
+		RetryInitial: time.Millisecond, RetryMax: time.Millisecond, LabelCap: 10, RebuildWindow: time.Hour,
+		EventTime: eventtime.Config{Lateness: time.Second, IdleTimeout: time.Minute, MaxBuffered: 100_000, MaxAhead: maxAhead}}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	return p, ctx, func() { cancel(); <-done }
+}
+
 var t0 = time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
 
 // partitionEvents are n validations of partition part, every step from
@@ -92,18 +114,7 @@ func TestARebuildWhileOtherPartitionsAreHeldKeepsEventTimeOrder(t *testing.T) {
 	_, live1 := partitionEvents(1, t0, 100*time.Millisecond, 400)
 
 	rec := &orderRecorder{}
-	dec, _ := ingest.NewDecoder(ingest.FormatJSON)
-	p, err := pipeline.New(pipeline.Config{BatchRows: 1000, BatchInterval: 20 * time.Millisecond, MaxPendingBatches: 4,
-		RetryInitial: time.Millisecond, RetryMax: time.Millisecond, LabelCap: 10, RebuildWindow: time.Hour,
-		EventTime: eventtime.Config{Lateness: time.Second, IdleTimeout: time.Minute, MaxBuffered: 100_000}},
-		pipeline.Options{Decoder: dec, Store: &flakyStore{}, Replayer: history{stored}, Observers: []pipeline.Observer{rec},
-			Metrics: metrics.New(prometheus.NewRegistry()), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
+	p, ctx, stop := startOrderPipeline(t, 0, pipeline.Options{Replayer: history{stored}, Observers: []pipeline.Observer{rec}})
 	step := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -122,8 +133,7 @@ func TestARebuildWhileOtherPartitionsAreHeldKeepsEventTimeOrder(t *testing.T) {
 	step(p.Deliver(ctx, live0[100:]))
 	step(p.Deliver(ctx, live2))
 	step(p.Drain(ctx))
-	cancel()
-	<-done
+	stop()
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -166,18 +176,7 @@ func TestTheIngestStageKeepsRawPartitionsWithinMaxAheadOfEachOther(t *testing.T)
 	_, fast := partitionEvents(0, t0, 100*time.Millisecond, 600)
 	_, slow := partitionEvents(1, t0, 100*time.Millisecond, 600)
 	pub := &orderPublisher{}
-	dec, _ := ingest.NewDecoder(ingest.FormatJSON)
-	p, err := pipeline.New(pipeline.Config{BatchRows: 1000, BatchInterval: 20 * time.Millisecond, MaxPendingBatches: 4,
-		RetryInitial: time.Millisecond, RetryMax: time.Millisecond, LabelCap: 10,
-		EventTime: eventtime.Config{Lateness: time.Second, IdleTimeout: time.Minute, MaxBuffered: 100_000, MaxAhead: 2 * time.Second}},
-		pipeline.Options{Decoder: dec, Store: &flakyStore{}, Publisher: pub,
-			Metrics: metrics.New(prometheus.NewRegistry()), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
+	p, ctx, stop := startOrderPipeline(t, 2*time.Second, pipeline.Options{Publisher: pub})
 	if err := p.Assigned(ctx, "auth", []int32{0, 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -208,8 +207,7 @@ func TestTheIngestStageKeepsRawPartitionsWithinMaxAheadOfEachOther(t *testing.T)
 	if err := p.Drain(ctx); err != nil {
 		t.Fatal(err)
 	}
-	cancel()
-	<-done
+	stop()
 
 	pub.mu.Lock()
 	defer pub.mu.Unlock()
