@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokenwatch/tokenwatch/aggregate"
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/finding"
 )
@@ -47,6 +48,13 @@ type Engine struct {
 	subjects rateTables
 	kids     *table[kidState]
 	m        *metrics
+
+	agg aggregates
+	// muted drops what the book sends while a minute of replayed partials
+	// is judged (its findings were reported the first time).
+	muted bool
+	// history: Replay in a fleet (not folded into the aggregates).
+	history bool
 }
 
 // tickMS is how often (event time) the engine expires state, closes quiet
@@ -78,7 +86,9 @@ func New(cfg Config, sink Sink, reg prometheus.Registerer) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, m: m, services: newInterner(cfg.MaxServices)}
-	e.book = newBook(&e.cfg, sink, m, e.services, func() int64 { return e.clock })
+	e.book = newBook(&e.cfg, mutable{sink, &e.muted}, m, e.services, func() int64 { return e.clock })
+	e.agg = aggregates{fold: folding{open: map[srcMinute]*openMinute{}},
+		closer: aggregate.NewCloser[Aggregates](1, 0, time.Hour)}
 	e.tokens = newStateTable[client](m, stateToken, cfg.MaxTokens)
 	e.families = newStateTable[familyState](m, stateFamily, cfg.MaxFamilies)
 	e.clients = rateTables{newStateTable[quietRate](m, stateClient, cfg.MaxRateSeries), newStateTable[rateSeries](m, stateClientBusy, cfg.MaxRateSeries)}
@@ -98,12 +108,28 @@ func New(cfg Config, sink Sink, reg prometheus.Registerer) (*Engine, error) {
 // sink before Observe returns. Events may arrive out of order within
 // Config.AllowedLateness.
 func (en *Engine) Observe(e *event.Event) {
+	en.mu.Lock()
+	defer en.mu.Unlock()
+	en.observe(e)
+}
+
+// Replay runs one event of history through the detectors to rebuild their
+// state (the caller mutes what they report). In a fleet, history is not
+// folded into this member's aggregates: the member that read it first sent
+// those minutes' partials, and the aggregates' owner reads them again.
+func (en *Engine) Replay(e *event.Event) {
+	en.mu.Lock()
+	defer en.mu.Unlock()
+	en.history = en.agg.publish != nil
+	en.observe(e)
+	en.history = false
+}
+
+func (en *Engine) observe(e *event.Event) {
 	if e == nil || e.TS.IsZero() {
 		return
 	}
 	ms := e.TS.UnixMilli()
-	en.mu.Lock()
-	defer en.mu.Unlock()
 	en.observed = true
 	if en.started && ms < en.clock-en.cfg.AllowedLateness.Milliseconds() {
 		// Still judged (state outlives its expiry by the lateness, so
@@ -115,8 +141,8 @@ func (en *Engine) Observe(e *event.Event) {
 	case event.KindValidate, event.KindIntrospect:
 		en.replay.observe(e, ms)
 		en.rotation.observeValidation(e, ms)
-		if e.Kind == event.KindValidate {
-			en.skew.observe(e, ms)
+		if e.Kind == event.KindValidate && !en.history {
+			en.skew.observe(e, ms, floorDiv(en.clock, 60000), en.source(e), &en.agg.fold)
 		}
 	case event.KindRefresh:
 		en.refresh.observe(e, ms)
@@ -208,6 +234,7 @@ func (en *Engine) tick(all bool) {
 	// State lives AllowedLateness past its expiry (added when stored), so
 	// late events still find it; expire against the clock itself.
 	now := en.clock
+	en.closeMinutes(floorDiv(now, 60000))
 	en.tokens.expire(now)
 	en.families.expire(now)
 	en.kids.expire(now)
@@ -228,6 +255,7 @@ func (en *Engine) tick(all bool) {
 func (en *Engine) Flush() []finding.Finding {
 	en.mu.Lock()
 	defer en.mu.Unlock()
+	en.flushMinutes()
 	en.tick(true)
 	return en.book.all()
 }

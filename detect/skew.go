@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/finding"
@@ -38,7 +37,7 @@ type minuteCounts struct {
 	near   [skewWindowMinutes]uint32
 }
 
-func (c *minuteCounts) add(minute int32, near bool) {
+func (c *minuteCounts) addN(minute int32, total, near uint32) {
 	i := minute % skewWindowMinutes
 	if c.minute[i] != minute {
 		if c.minute[i] > minute {
@@ -46,10 +45,8 @@ func (c *minuteCounts) add(minute int32, near bool) {
 		}
 		c.minute[i], c.total[i], c.near[i] = minute, 0, 0
 	}
-	c.total[i]++
-	if near {
-		c.near[i]++
-	}
+	c.total[i] += total
+	c.near[i] += near
 }
 
 func (c *minuteCounts) sum(from, to int32) (total, near int) {
@@ -71,31 +68,72 @@ type skewState struct {
 	region  string
 }
 
-func (d *skewDetector) observe(e *event.Event, ms int64) {
-	minute := int32(ms / 60000)
+// observe folds one validation into the aggregates of the engine clock's
+// minute (not the event's: a validator whose clock is off, the very thing
+// this detector looks for, stamps its events minutes early or late); the
+// minute is judged when the clock leaves it (apply).
+func (d *skewDetector) observe(e *event.Event, ms, clockMinute int64, src int32, f *folding) bool {
 	offset, near := d.offset(e, ms)
-	svc := d.services.id(e.Service)
+	return f.foldSkew(src, clockMinute, e, ms, offset, near)
+}
+
+// apply takes one closed minute, merged over every source: each service's
+// counts and samples join its state (samples in ts order, so the ring keeps
+// the latest whatever order the sources came in), then each service with
+// near-boundary rejections in the minute is judged.
+func (d *skewDetector) apply(minute int32, parts []Partial) {
+	merged := map[string]*SkewService{}
+	for i := range parts {
+		for _, s := range parts[i].Body.Skew {
+			m := merged[s.Service]
+			if m == nil {
+				m = &SkewService{Service: s.Service}
+				merged[s.Service] = m
+			}
+			m.Validations += s.Validations
+			m.Near += s.Near
+			m.Expired += s.Expired
+			m.NotYetValid += s.NotYetValid
+			m.Samples = append(m.Samples, s.Samples...)
+		}
+	}
+	names := make([]string, 0, len(merged))
+	for n := range merged {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		s := merged[n]
+		s.trim()
+		st := d.state(n)
+		st.counts.addN(minute, s.Validations, s.Near)
+		d.fleet.addN(minute, s.Validations, s.Near)
+		st.expired += int(s.Expired)
+		st.notYet += int(s.NotYetValid)
+		for _, x := range s.Samples {
+			st.samples[st.n%skewSamples] = x.Offset
+			st.n++
+			if x.Region != "" && st.region != x.Region {
+				st.region = x.Region
+			}
+		}
+	}
+	for _, n := range names {
+		if s := merged[n]; s.Near > 0 {
+			last := s.Samples[len(s.Samples)-1]
+			d.check(n, last, minute, d.state(n))
+		}
+	}
+}
+
+func (d *skewDetector) state(service string) *skewState {
+	svc := d.services.id(service)
 	st := d.perSvc[svc]
 	if st == nil {
 		st = &skewState{}
 		d.perSvc[svc] = st
 	}
-	st.counts.add(minute, near)
-	d.fleet.add(minute, near)
-	if !near {
-		return
-	}
-	st.samples[st.n%skewSamples] = float32(offset)
-	st.n++
-	if offset > 0 {
-		st.expired++
-	} else {
-		st.notYet++
-	}
-	if e.Region != "" && st.region != e.Region {
-		st.region = strings.Clone(e.Region)
-	}
-	d.check(e, ms, minute, st)
+	return st
 }
 
 // offset is the validator's apparent clock offset a rejection implies, and
@@ -121,7 +159,7 @@ func (d *skewDetector) offset(e *event.Event, ms int64) (float64, bool) {
 
 // check decides whether the service's near-boundary rejections are
 // concentrated enough, and its estimated skew large enough, to be a finding.
-func (d *skewDetector) check(e *event.Event, ms int64, minute int32, st *skewState) {
+func (d *skewDetector) check(service string, last SkewSample, minute int32, st *skewState) {
 	win := int32(d.cfg.ClockSkewWindow.Minutes())
 	total, near := st.counts.sum(minute-win+1, minute)
 	if near < d.cfg.ClockSkewMinSamples || total == 0 {
@@ -143,7 +181,7 @@ func (d *skewDetector) check(e *event.Event, ms int64, minute int32, st *skewSta
 	if math.Abs(skew) < d.cfg.ClockSkewMinOffset.Seconds() || shape < skewMinShape {
 		return
 	}
-	d.raise(e, ms, st, skew, used, near, total, ratio, restRatio)
+	d.raise(service, last, st, skew, used, near, total, ratio, restRatio)
 }
 
 // estimate turns the latest samples into one offset. When they cluster (a
@@ -223,9 +261,9 @@ func (ev *skewEvidence) render(m map[string]any) {
 
 func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }
 
-func (d *skewDetector) raise(e *event.Event, ms int64, st *skewState, skew float64, used, near, total int, ratio, restRatio float64) {
-	r, _ := d.book.raise(signal{kind: finding.ClockSkew, key: "service:" + e.Service, ts: ms,
-		ids:    ids{service: e.Service, region: st.region, issuer: e.Issuer},
+func (d *skewDetector) raise(service string, last SkewSample, st *skewState, skew float64, used, near, total int, ratio, restRatio float64) {
+	r, _ := d.book.raise(signal{kind: finding.ClockSkew, key: "service:" + service, ts: last.TS,
+		ids:    ids{service: service, region: st.region, issuer: last.Issuer},
 		detail: "near-boundary expiry rejections"})
 	ev, _ := r.ev.(*skewEvidence)
 	if ev == nil {
@@ -249,7 +287,7 @@ func (d *skewDetector) raise(e *event.Event, ms int64, st *skewState, skew float
 		dir = "behind"
 	}
 	r.f.Action = fmt.Sprintf("The clock of %s looks about %.0f s %s the issuer's: check NTP/chrony on its hosts%s; until then widen its clock leeway or take it out of rotation.",
-		e.Service, math.Abs(skew), dir, inRegion(st.region))
+		service, math.Abs(skew), dir, inRegion(st.region))
 	d.book.touch(r)
 }
 

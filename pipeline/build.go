@@ -2,8 +2,11 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -157,6 +160,29 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 			}
 		})
 		dec.(*rekey.Decoder).SetPartialSink(stages.Partial)
+		// The per-service detectors' state: each member folds its keyed
+		// partitions' events into per-minute partials and publishes them to
+		// the member owning the aggregates, which merges every partition's
+		// and judges the merged minutes (docs/fleet.md, "Aggregates").
+		member := memberName()
+		stages.Detect.SetAggregates(detect.AggregateConfig{Sources: c.Fleet.KeyedPartitions, Wait: c.Fleet.PartialWait,
+			Retain: max(rebuild, time.Hour), Publish: func(x detect.Partial) {
+				x.Member = member
+				if err := pub.PublishAggregate(x); err != nil {
+					log.Error("a partial aggregate could not be encoded", "source", x.Source, "minute", x.Minute, "err", err)
+				}
+			}})
+		dec.(*rekey.Decoder).SetAggregateSink(func(v []byte, replay bool) error {
+			var x detect.Partial
+			if err := json.Unmarshal(v, &x); err != nil {
+				return err
+			}
+			if x.Source < 0 || int(x.Source) >= c.Fleet.KeyedPartitions || x.Minute <= 0 {
+				return fmt.Errorf("source %d of %d partitions, minute %d", x.Source, c.Fleet.KeyedPartitions, x.Minute)
+			}
+			stages.aggregate(x, replay)
+			return nil
+		})
 		dec.(*rekey.Decoder).SetTokenFactsSink(stages.Tracker.Learn)
 		opts.OnAssigned = func(partitions []int32) { stages.assigned(part, partitions) }
 	}
@@ -250,6 +276,9 @@ func buildStages(c config.Config, reg prometheus.Registerer, split *sli.Split) (
 			late: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwatch_revocation_partials_late_total",
 				Help: "Partial results of broadcast revokes that arrived after fleet.partial_wait, when the revoke had been reported truncated: merged in and reported again."}),
 		}
+		if st.aggs, err = newAggregateMetrics(reg); err != nil {
+			return nil, err
+		}
 		if reg != nil {
 			if err := reg.Register(st.partials.pending); err != nil {
 				return nil, err
@@ -269,6 +298,13 @@ func buildStages(c config.Config, reg prometheus.Registerer, split *sli.Split) (
 	tr.OnResult(st.revocation)
 	tr.OnBreach(st.breach)
 	return st, nil
+}
+
+// memberName names this process in the partials it publishes (for people
+// reading the keyed topic; partials are identified by keyed partition).
+func memberName() string {
+	host, _ := os.Hostname()
+	return host + "/" + strconv.Itoa(os.Getpid())
 }
 
 // NewDedup is the copy filter pipeline.dedup_window configures (nil when

@@ -2,10 +2,12 @@ package pipeline
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokenwatch/tokenwatch/aggregate"
 	"github.com/tokenwatch/tokenwatch/detect"
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/finding"
@@ -31,6 +33,62 @@ type Stages struct {
 	// the broadcast revokes this member owns (the tracker is split).
 	merger   *sli.RevocationMerger
 	partials *partialMetrics
+	aggs     *aggregateMetrics
+}
+
+// aggregateMetrics say how the merge of the detectors' partial aggregates
+// goes at the member that owns them.
+type aggregateMetrics struct {
+	partials   *prometheus.CounterVec
+	pending    prometheus.Gauge
+	incomplete prometheus.Counter
+	counted    uint64 // incomplete minutes already added to the counter
+}
+
+func newAggregateMetrics(reg prometheus.Registerer) (*aggregateMetrics, error) {
+	m := &aggregateMetrics{
+		partials: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokenwatch_aggregate_partials_total",
+			Help: "Partial aggregates (one keyed partition's minute of per-service detector state) read by the member owning the aggregates, by outcome: merged; duplicate (a copy, changes nothing); late (its minute had closed: counted, not merged)."},
+			[]string{"outcome"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokenwatch_aggregate_minutes_pending",
+			Help: "Minutes the aggregates' owner holds open, waiting for some keyed partition's partial."}),
+		incomplete: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwatch_aggregate_minutes_incomplete_total",
+			Help: "Minutes the aggregates' owner closed after fleet.partial_wait without every keyed partition's partial."}),
+	}
+	for _, o := range []string{"merged", "duplicate", "late"} {
+		m.partials.WithLabelValues(o)
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.partials, m.pending, m.incomplete} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+// aggregate merges one keyed partition's partial aggregates, read from the
+// keyed topic by the member owning them (replay: read again while
+// rebuilding, so the minutes it closes are judged muted).
+func (s *Stages) aggregate(x detect.Partial, replay bool) {
+	x.Replayed = replay
+	o := s.Detect.MergeAggregate(x)
+	if s.aggs == nil {
+		return
+	}
+	s.aggs.partials.WithLabelValues([...]string{aggregate.Merged: "merged", aggregate.Duplicate: "duplicate", aggregate.Late: "late"}[o]).Inc()
+	s.exportAggregates()
+}
+
+func (s *Stages) exportAggregates() {
+	if s.aggs == nil {
+		return
+	}
+	st := s.Detect.AggregateStats()
+	s.aggs.pending.Set(float64(st.Pending))
+	s.aggs.incomplete.Add(float64(st.Incomplete - s.aggs.counted))
+	s.aggs.counted = st.Incomplete
 }
 
 // partialMetrics say how the merge of broadcast revokes' partials goes.
@@ -44,6 +102,7 @@ type partialMetrics struct {
 // elsewhere now are left to their new owner.
 func (s *Stages) assigned(part *rekey.Partitioner, partitions []int32) {
 	s.Tracker.SetOwned(partitions)
+	s.Detect.SetSources(partitions, slices.Contains(partitions, part.AggregatesOwner()))
 	if s.merger == nil {
 		return
 	}
@@ -90,7 +149,7 @@ func (s *Stages) Observe(e *event.Event) {
 func (s *Stages) Replay(e *event.Event) {
 	s.replaying = true
 	s.Tracker.Observe(e)
-	s.Detect.Observe(e)
+	s.Detect.Replay(e)
 	s.replaying = false
 }
 
@@ -105,6 +164,7 @@ func (s *Stages) Tick(now time.Time) {
 			s.Tracker.Advance(now)
 		}
 	}
+	s.exportAggregates()
 	if s.merger == nil {
 		return
 	}

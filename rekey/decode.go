@@ -29,8 +29,14 @@ type Decoder struct {
 	// the keyed topic carries besides events; muted while replaying.
 	partials func(x sli.RevocationPartial, replay bool)
 	facts    func(f sli.TokenFacts)
+	aggs     func(value []byte, replay bool) error
 	muted    bool
 }
+
+// SetAggregateSink names who merges the partial aggregates read from the
+// keyed topic (the detect engine, where this member owns them); value is
+// the record as PublishAggregate wrote it.
+func (d *Decoder) SetAggregateSink(fn func(value []byte, replay bool) error) { d.aggs = fn }
 
 // SetTokenFactsSink names who learns the token facts the keyed topic
 // carries for the tokens refreshes issued (the revocation tracker's Learn).
@@ -124,6 +130,15 @@ func (d *Decoder) decodeOther(m *consumer.Message, kind string) []error {
 		}
 		if d.facts != nil {
 			d.facts(f) // history or not, the tracker's index wants it
+		}
+		return nil
+	}
+	if kind == KindAggregatePartial {
+		if d.aggs == nil {
+			return nil
+		}
+		if err := d.aggs(m.Value, d.muted); err != nil {
+			return bad(fmt.Sprintf("not a partial aggregate (%v)", err))
 		}
 		return nil
 	}

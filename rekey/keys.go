@@ -26,6 +26,9 @@ const (
 	serviceKey = "s:"
 	// revokeKeyPrefix keys the partial results of a broadcast revoke.
 	revokeKeyPrefix = "r:"
+	// aggregatesKey keys the detectors' per-minute partial aggregates
+	// (per service, kid, client: docs/fleet.md, "Aggregates").
+	aggregatesKey = "a:detectors"
 )
 
 // Route is where one event goes on the keyed topic: every partition when
@@ -120,6 +123,11 @@ func (p *Partitioner) Split() *sli.Split {
 // RevokeOwner is the keyed partition whose owner merges the partial
 // results of the broadcast revoke with result id id.
 func (p *Partitioner) RevokeOwner(id string) int32 { return p.Of(revokeKey(id)) }
+
+// AggregatesOwner is the keyed partition whose owner merges every
+// partition's partial aggregates and runs the per-service detectors on
+// them.
+func (p *Partitioner) AggregatesOwner() int32 { return p.Of(aggregatesKey) }
 
 // TokenFactsOf is what a successful refresh tells the revocation tracker
 // of the token it issued (its session, subject and family), for the

@@ -104,7 +104,24 @@ const (
 	HeaderKind            = "tw-kind"
 	KindRevocationPartial = "revocation-partial"
 	KindTokenFacts        = "token-facts"
+	KindAggregatePartial  = "aggregate-partial"
 )
+
+// PublishAggregate hands in one minute's partial aggregates of one keyed
+// partition (the detectors' per-service state, detect.Partial) for the
+// partition whose owner merges them, and sends it at once (one per owned
+// partition per minute). One member publishes a partition's partials in
+// minute order, and they reach the owner's partition in that order.
+func (p *Publisher) PublishAggregate(x any) error {
+	value, err := json.Marshal(x)
+	if err != nil {
+		return err
+	}
+	p.pending = append(p.pending, kafka.Message{Partition: int(p.part.AggregatesOwner()), Value: value,
+		Headers: []kafka.Header{{Key: HeaderKind, Value: []byte(KindAggregatePartial)}}})
+	p.Mark()
+	return nil
+}
 
 // PublishPartial hands in one partial result of a broadcast revoke, for the
 // partition whose owner merges the revoke's partials, and sends it at once
