@@ -19,7 +19,61 @@ import (
 // partition's partials (docs/fleet.md, "Aggregates"). Either way the
 // detectors judge closed minutes, so a fleet finds what one process finds.
 type Aggregates struct {
-	Skew []SkewService `json:"skew,omitempty"`
+	Skew     []SkewService   `json:"skew,omitempty"`
+	Rotation *RotationMinute `json:"rotation,omitempty"`
+}
+
+// RotationMinute is one minute of what the key-rotation detector reads:
+// the kids announced (by an issue, a key_rotate or a successful
+// validation: real keys), the rotations, and the signature failures
+// grouped by service, kid, issuer, region, outcome and 10-second bucket.
+type RotationMinute struct {
+	Announced []KidSeen      `json:"announced,omitempty"`
+	Rotations []RotationSeen `json:"rotations,omitempty"`
+	Failures  []FailureGroup `json:"failures,omitempty"`
+}
+
+// KidSeen is a kid announced, first at TS (Unix ms) in its minute.
+type KidSeen struct {
+	Kid string `json:"kid"`
+	TS  int64  `json:"ts"`
+}
+
+// RotationSeen is one key_rotate event.
+type RotationSeen struct {
+	TS      int64  `json:"ts"`
+	Kid     string `json:"kid"`
+	PrevKid string `json:"prev_kid,omitempty"`
+	Issuer  string `json:"issuer,omitempty"`
+	Service string `json:"service,omitempty"`
+}
+
+// FailureGroup counts the bad_signature or unknown_kid failures of one
+// service, kid, issuer and region in one 10-second bucket.
+type FailureGroup struct {
+	Service string        `json:"service"`
+	Kid     string        `json:"kid,omitempty"`
+	Issuer  string        `json:"issuer,omitempty"`
+	Region  string        `json:"region,omitempty"`
+	Outcome event.Outcome `json:"outcome"`
+	Bucket  int64         `json:"bucket"` // ts / 10 s
+	Count   uint32        `json:"count"`
+	First   int64         `json:"first"` // Unix ms
+	Last    int64         `json:"last"`
+}
+
+type failureKey struct {
+	service, kid, issuer, region string
+	outcome                      event.Outcome
+	bucket                       int64
+}
+
+func (g *FailureGroup) key() failureKey {
+	return failureKey{g.Service, g.Kid, g.Issuer, g.Region, g.Outcome, g.Bucket}
+}
+
+func (k failureKey) String() string {
+	return k.service + "\x00" + k.kid + "\x00" + k.issuer + "\x00" + k.region + "\x00" + string(k.outcome)
 }
 
 // Partial is one source's Aggregates for one minute.
@@ -63,8 +117,11 @@ type srcMinute struct {
 }
 
 type openMinute struct {
-	seq  uint64
-	skew map[string]*SkewService
+	seq       uint64
+	skew      map[string]*SkewService
+	announced map[string]int64
+	rotations []RotationSeen
+	failures  map[failureKey]*FailureGroup
 }
 
 func (f *folding) minute(src int32, m int64) *openMinute {
@@ -77,9 +134,57 @@ func (f *folding) minute(src int32, m int64) *openMinute {
 	return om
 }
 
+// closed says whether minute m has closed here (a late event's).
+func (f *folding) closed(m int64) bool { return f.next != 0 && m < f.next }
+
+// foldAnnounce notes a kid shown to be a real key.
+func (f *folding) foldAnnounce(src int32, m int64, kid string, ms int64) {
+	if kid == "" || f.closed(m) {
+		return
+	}
+	om := f.minute(src, m)
+	om.seq++
+	if om.announced == nil {
+		om.announced = map[string]int64{}
+	}
+	if first, ok := om.announced[kid]; !ok || ms < first {
+		om.announced[strings.Clone(kid)] = ms
+	}
+}
+
+func (f *folding) foldRotation(src int32, m int64, r RotationSeen) {
+	if f.closed(m) {
+		return
+	}
+	om := f.minute(src, m)
+	om.seq++
+	r.Kid, r.PrevKid, r.Issuer, r.Service = strings.Clone(r.Kid), strings.Clone(r.PrevKid), strings.Clone(r.Issuer), strings.Clone(r.Service)
+	om.rotations = append(om.rotations, r)
+}
+
+func (f *folding) foldFailure(src int32, m int64, e *event.Event, ms int64) {
+	if f.closed(m) {
+		return
+	}
+	om := f.minute(src, m)
+	om.seq++
+	k := failureKey{e.Service, e.Kid, e.Issuer, e.Region, e.Outcome, ms / (failureBucketS * 1000)}
+	if om.failures == nil {
+		om.failures = map[failureKey]*FailureGroup{}
+	}
+	g := om.failures[k]
+	if g == nil {
+		k = failureKey{strings.Clone(e.Service), strings.Clone(e.Kid), strings.Clone(e.Issuer), strings.Clone(e.Region), e.Outcome, k.bucket}
+		g = &FailureGroup{Service: k.service, Kid: k.kid, Issuer: k.issuer, Region: k.region, Outcome: e.Outcome, Bucket: k.bucket, First: ms, Last: ms}
+		om.failures[k] = g
+	}
+	g.Count++
+	g.First, g.Last = min(g.First, ms), max(g.Last, ms)
+}
+
 // foldSkew counts one validation for the clock-skew detector.
 func (f *folding) foldSkew(src int32, m int64, e *event.Event, ms int64, offset float64, near bool) bool {
-	if f.next != 0 && m < f.next {
+	if f.closed(m) {
 		return false // its minute closed here: late (counted by the engine)
 	}
 	om := f.minute(src, m)
@@ -170,6 +275,21 @@ func (om *openMinute) body() Aggregates {
 		a.Skew = append(a.Skew, *s)
 	}
 	slices.SortFunc(a.Skew, func(x, y SkewService) int { return strings.Compare(x.Service, y.Service) })
+	if len(om.announced)+len(om.rotations)+len(om.failures) == 0 {
+		return a
+	}
+	r := &RotationMinute{Rotations: om.rotations}
+	for kid, ts := range om.announced {
+		r.Announced = append(r.Announced, KidSeen{Kid: kid, TS: ts})
+	}
+	slices.SortFunc(r.Announced, func(x, y KidSeen) int { return strings.Compare(x.Kid, y.Kid) })
+	for _, g := range om.failures {
+		r.Failures = append(r.Failures, *g)
+	}
+	slices.SortFunc(r.Failures, func(x, y FailureGroup) int {
+		return cmp.Or(cmp.Compare(x.Bucket, y.Bucket), strings.Compare(x.key().String(), y.key().String()))
+	})
+	a.Rotation = r
 	return a
 }
 
@@ -267,6 +387,7 @@ func (en *Engine) judge(closed []aggregate.Closed[Aggregates]) {
 	for _, c := range closed {
 		en.muted = c.Replayed
 		en.skew.apply(int32(c.Minute), c.Parts)
+		en.rotation.apply(c.Parts)
 		en.muted = false
 	}
 }

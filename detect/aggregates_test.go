@@ -49,6 +49,16 @@ func partitionOf(e *event.Event) int32 {
 // after a redelivery), interleaved as one topic partition would carry them.
 func (f *fleetOfEngines) observe(events []*event.Event) {
 	for _, e := range events {
+		if e.Kind == event.KindKeyRotate {
+			// Broadcast: every member reads it (once: the copies on its
+			// other partitions are dropped before the detectors).
+			for i, m := range f.members {
+				cp := *e
+				cp.Src.Partition = int32(2 * i)
+				m.Observe(&cp)
+			}
+			continue
+		}
 		cp := *e
 		cp.Src.Partition = partitionOf(e)
 		f.members[cp.Src.Partition/2].Observe(&cp)
@@ -77,6 +87,40 @@ func latest(calls []finding.Finding, k finding.Kind) map[string]finding.Finding 
 		}
 	}
 	return out
+}
+
+func TestKeyRotationBreaksOverThreeMembersEqualOneEngine(t *testing.T) {
+	for _, tt := range rotationCases() {
+		t.Run(tt.name, func(t *testing.T) {
+			one, _ := run(t, nil, tt.events)
+			want := map[string]bool{}
+			for _, f := range ofKind(one, finding.KeyRotationBreak) {
+				want[f.Key] = true
+			}
+			if (tt.wantKid != "") != want["kid:"+tt.wantKid] {
+				t.Fatalf("one engine found %v for %q", want, tt.wantKid)
+			}
+			f := newFleetOfEngines(t)
+			f.observe(tt.events)
+			got := latest(f.owner.calls, finding.KeyRotationBreak)
+			if len(got) != len(want) {
+				t.Fatalf("the owner found %d key_rotation_break, one engine %v", len(got), want)
+			}
+			for k, g := range got {
+				if !want[k] {
+					t.Errorf("the owner found %s, one engine did not", k)
+				}
+				if tt.wantSignal != "" && g.Evidence["signals"].([]string)[0] != tt.wantSignal {
+					t.Errorf("%s: signals %v, want %s", k, g.Evidence["signals"], tt.wantSignal)
+				}
+			}
+			for i, m := range f.members[1:] {
+				if n := len(ofKind(m.book.all(), finding.KeyRotationBreak)); n != 0 {
+					t.Errorf("member %d, which does not own the aggregates, found %d key_rotation_break", i+1, n)
+				}
+			}
+		})
+	}
 }
 
 func TestClockSkewOverThreeMembersEqualsOneEngine(t *testing.T) {

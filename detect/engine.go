@@ -137,21 +137,31 @@ func (en *Engine) observe(e *event.Event) {
 		en.late++
 	}
 	en.advance(ms, int(en.services.id(e.Service)))
+	// The per-service detectors read minutes of the aggregates (folded here,
+	// judged when the minute closes: detect/aggregates.go); history
+	// replayed in a fleet is not folded again.
+	minute, src, fold := floorDiv(en.clock, 60000), en.source(e), !en.history
 	switch e.Kind {
 	case event.KindValidate, event.KindIntrospect:
 		en.replay.observe(e, ms)
-		en.rotation.observeValidation(e, ms)
-		if e.Kind == event.KindValidate && !en.history {
-			en.skew.observe(e, ms, floorDiv(en.clock, 60000), en.source(e), &en.agg.fold)
+		if fold {
+			en.rotation.observeValidation(e, ms, minute, src, &en.agg.fold)
+			if e.Kind == event.KindValidate {
+				en.skew.observe(e, ms, minute, src, &en.agg.fold)
+			}
 		}
 	case event.KindRefresh:
 		en.refresh.observe(e, ms)
 		en.rate.observe(e, ms)
 	case event.KindIssue:
 		en.refresh.observeIssue(e, ms)
-		en.rotation.observeIssue(e)
+		if fold {
+			en.rotation.observeIssue(e, ms, minute, src, &en.agg.fold)
+		}
 	case event.KindKeyRotate:
-		en.rotation.observeRotate(e, ms)
+		if fold {
+			en.rotation.observeRotate(e, ms, minute, src, &en.agg.fold)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -56,7 +57,7 @@ func newFailureBuckets(window int64) *failureBuckets {
 	return &failureBuckets{idx: make([]int64, size), n: make([]uint32, size)}
 }
 
-func (b *failureBuckets) add(ms int64) {
+func (b *failureBuckets) addN(ms int64, n uint32) {
 	i := ms / (failureBucketS * 1000)
 	j := int(i % int64(len(b.idx)))
 	if b.idx[j] != i {
@@ -65,7 +66,7 @@ func (b *failureBuckets) add(ms int64) {
 		}
 		b.idx[j], b.n[j] = i, 0
 	}
-	b.n[j]++
+	b.n[j] += n
 }
 
 // baseline is the failures per bucket in [from, to) with the busiest tenth
@@ -122,51 +123,108 @@ func (d *rotationDetector) announce(kid string) {
 
 func (d *rotationDetector) nowPlusKidTTL() int64 { return d.book.now() + kidTTLms }
 
-func (d *rotationDetector) observeIssue(e *event.Event) { d.announce(e.Kid) }
+// observeIssue, observeRotate and observeValidation fold an event into the
+// aggregates of the engine clock's minute; the minute is judged when it
+// closes (apply), in the order of the events' ts.
+func (d *rotationDetector) observeIssue(e *event.Event, ms, minute int64, src int32, f *folding) {
+	f.foldAnnounce(src, minute, e.Kid, ms)
+}
 
-func (d *rotationDetector) observeRotate(e *event.Event, ms int64) {
-	d.announce(e.Kid)
-	d.announce(e.PrevKid)
-	if e.Kid == "" {
+func (d *rotationDetector) observeRotate(e *event.Event, ms, minute int64, src int32, f *folding) {
+	f.foldRotation(src, minute, RotationSeen{TS: ms, Kid: e.Kid, PrevKid: e.PrevKid, Issuer: e.Issuer, Service: e.Service})
+}
+
+func (d *rotationDetector) observeValidation(e *event.Event, ms, minute int64, src int32, f *folding) {
+	if e.Outcome == event.OK {
+		f.foldAnnounce(src, minute, e.Kid, ms) // a kid that validates is a real key
+		return
+	}
+	if signatureFailure(e.Outcome) {
+		f.foldFailure(src, minute, e, ms)
+	}
+}
+
+// apply judges one closed minute, merged over every source: its
+// announcements, rotations and failure groups in ts order.
+func (d *rotationDetector) apply(parts []Partial) {
+	type step struct {
+		ts    int64
+		order int // at one ts: rotations, then announcements, then failures
+		key   string
+		run   func()
+	}
+	var steps []step
+	failures := map[failureKey]*FailureGroup{}
+	for i := range parts {
+		r := parts[i].Body.Rotation
+		if r == nil {
+			continue
+		}
+		for _, a := range r.Announced {
+			steps = append(steps, step{a.TS, 1, a.Kid, func() { d.announce(a.Kid) }})
+		}
+		for _, x := range r.Rotations {
+			steps = append(steps, step{x.TS, 0, x.Kid, func() { d.addRotation(x) }})
+		}
+		for _, g := range r.Failures {
+			k := g.key()
+			if m := failures[k]; m != nil {
+				m.Count += g.Count
+				m.First, m.Last = min(m.First, g.First), max(m.Last, g.Last)
+				continue
+			}
+			cp := g
+			failures[k] = &cp
+		}
+	}
+	for k, g := range failures {
+		steps = append(steps, step{g.First, 2, k.String(), func() { d.failure(g) }})
+	}
+	slices.SortStableFunc(steps, func(a, b step) int {
+		return cmp.Or(cmp.Compare(a.ts, b.ts), cmp.Compare(a.order, b.order), strings.Compare(a.key, b.key))
+	})
+	for _, s := range steps {
+		s.run()
+	}
+}
+
+func (d *rotationDetector) addRotation(x RotationSeen) {
+	d.announce(x.Kid)
+	d.announce(x.PrevKid)
+	if x.Kid == "" {
 		return
 	}
 	for _, r := range d.rotations {
-		if r.kid == e.Kid {
-			return // the same rotation reported again
+		if r.kid == x.Kid {
+			return // the same rotation reported again (a key_rotate reaches every keyed partition)
 		}
 	}
-	d.rotations = append(d.rotations, rotation{ms: ms, kid: strings.Clone(e.Kid), prevKid: strings.Clone(e.PrevKid),
-		issuer: strings.Clone(e.Issuer), service: strings.Clone(e.Service)})
+	d.rotations = append(d.rotations, rotation{ms: x.TS, kid: x.Kid, prevKid: x.PrevKid, issuer: x.Issuer, service: x.Service})
 	slices.SortFunc(d.rotations, func(a, b rotation) int { return int(a.ms - b.ms) })
 	if len(d.rotations) > maxRotations {
 		d.rotations = d.rotations[len(d.rotations)-maxRotations:]
 	}
 }
 
-func (d *rotationDetector) observeValidation(e *event.Event, ms int64) {
-	if e.Outcome == event.OK {
-		d.announce(e.Kid) // a kid that validates is a real key
-		return
-	}
-	if !signatureFailure(e.Outcome) {
-		return
-	}
-	svc := d.services.id(e.Service)
+// failure takes one group of signature failures (one service, kid, issuer
+// and outcome in one 10-second bucket).
+func (d *rotationDetector) failure(g *FailureGroup) {
+	svc := d.services.id(g.Service)
 	fb := d.failures[svc]
 	if fb == nil {
 		fb = newFailureBuckets(d.cfg.RotationWindow.Milliseconds())
 		d.failures[svc] = fb
 	}
-	fb.add(ms)
+	fb.addN(g.First, g.Count)
 	if d.fleet == nil {
 		d.fleet = newFailureBuckets(d.cfg.RotationWindow.Milliseconds())
 	}
-	d.fleet.add(ms)
-	if r := d.rotationOf(e, ms); r != nil {
-		d.checkJump(e, ms, r, fb)
+	d.fleet.addN(g.First, g.Count)
+	if r := d.rotationOf(g.Kid, g.Issuer, g.Last); r != nil {
+		d.checkJump(g, r, fb)
 		return
 	}
-	d.checkUnknownKid(e, ms)
+	d.checkUnknownKid(g)
 }
 
 // rotationOf is the rotation a failure belongs to: the recent rotation to
@@ -175,18 +233,18 @@ func (d *rotationDetector) observeValidation(e *event.Event, ms int64) {
 // rotation. An unannounced kid failing meanwhile is its own incident, and a
 // kid whose own rotation broke earlier stays with that rotation when the
 // next one comes.
-func (d *rotationDetector) rotationOf(e *event.Event, ms int64) *rotation {
+func (d *rotationDetector) rotationOf(kid, issuer string, ms int64) *rotation {
 	w := d.cfg.RotationWindow.Milliseconds()
-	if e.Kid != "" {
+	if kid != "" {
 		for i := len(d.rotations) - 1; i >= 0; i-- {
 			r := &d.rotations[i]
-			if r.kid == e.Kid && r.ms <= ms && ms-r.ms <= w {
+			if r.kid == kid && r.ms <= ms && ms-r.ms <= w {
 				return r
 			}
 		}
 	}
-	r := d.rotationBefore(e, ms)
-	if r == nil || (e.Kid != "" && e.Kid != r.prevKid) {
+	r := d.rotationBefore(issuer, ms)
+	if r == nil || (kid != "" && kid != r.prevKid) {
 		return nil
 	}
 	return r
@@ -194,14 +252,14 @@ func (d *rotationDetector) rotationOf(e *event.Event, ms int64) *rotation {
 
 // rotationBefore is the latest rotation of the event's issuer at most one
 // window before it.
-func (d *rotationDetector) rotationBefore(e *event.Event, ms int64) *rotation {
+func (d *rotationDetector) rotationBefore(issuer string, ms int64) *rotation {
 	w := d.cfg.RotationWindow.Milliseconds()
 	for i := len(d.rotations) - 1; i >= 0; i-- {
 		r := &d.rotations[i]
 		if r.ms > ms || ms-r.ms > w {
 			continue
 		}
-		if r.issuer != "" && e.Issuer != "" && r.issuer != e.Issuer {
+		if r.issuer != "" && issuer != "" && r.issuer != issuer {
 			continue
 		}
 		return r
@@ -216,7 +274,8 @@ func (d *rotationDetector) rotationBefore(e *event.Event, ms int64) *rotation {
 // The comparison is by rate: failures since the rotation against what the
 // window before it (busiest tenth left out, see baseline) would give over
 // the same time.
-func (d *rotationDetector) checkJump(e *event.Event, ms int64, r *rotation, fb *failureBuckets) {
+func (d *rotationDetector) checkJump(g *FailureGroup, r *rotation, fb *failureBuckets) {
+	ms := g.Last
 	w := d.cfg.RotationWindow.Milliseconds()
 	elapsed := float64(max(ms-r.ms, 1)) / (failureBucketS * 1000)
 	jumped := func(b *failureBuckets) (int, int, bool) {
@@ -227,28 +286,28 @@ func (d *rotationDetector) checkJump(e *event.Event, ms int64, r *rotation, fb *
 	before, after, svcJumped := jumped(fb)
 	if _, _, fleetJumped := jumped(d.fleet); !svcJumped && !fleetJumped {
 		if d.book.lookup(finding.KeyRotationBreak, "kid:"+r.kid) == nil {
-			d.checkUnknownKid(e, ms)
+			d.checkUnknownKid(g)
 		}
 		return
 	}
-	d.raise(e, ms, r.kid, "after_rotation", r, before, after)
+	d.raise(g, r.kid, "after_rotation", r, before, after)
 }
 
 // checkUnknownKid counts unknown_kid failures of a kid nobody announced. A
 // bad_signature means the validator knew the kid, so it does not count.
-func (d *rotationDetector) checkUnknownKid(e *event.Event, ms int64) {
-	if e.Kid == "" || e.Outcome != event.UnknownKid {
+func (d *rotationDetector) checkUnknownKid(g *FailureGroup) {
+	if g.Kid == "" || g.Outcome != event.UnknownKid {
 		return
 	}
-	k := hashID(e.Kid)
+	k := hashID(g.Kid)
 	s, _, _ := d.kids.get(k)
 	if s.known {
 		return
 	}
-	s.failures++
-	d.kids.put(k, s, ms+kidTTLms)
+	s.failures += g.Count
+	d.kids.put(k, s, g.Last+kidTTLms)
 	if int(s.failures) >= d.cfg.UnknownKidMinFailures {
-		d.raise(e, ms, e.Kid, "unknown_kid", nil, 0, int(s.failures))
+		d.raise(g, g.Kid, "unknown_kid", nil, 0, int(s.failures))
 	}
 }
 
@@ -288,9 +347,9 @@ func (ev *rotationEvidence) render(m map[string]any) {
 	m["services"] = list
 }
 
-func (d *rotationDetector) raise(e *event.Event, ms int64, kid, flavor string, r *rotation, before, after int) {
-	rec, _ := d.book.raise(signal{kind: finding.KeyRotationBreak, key: "kid:" + kid, ts: ms,
-		ids:    ids{service: e.Service, issuer: e.Issuer, region: e.Region, kid: kid},
+func (d *rotationDetector) raise(g *FailureGroup, kid, flavor string, r *rotation, before, after int) {
+	rec, _ := d.book.raise(signal{kind: finding.KeyRotationBreak, key: "kid:" + kid, ts: g.Last,
+		ids:    ids{service: g.Service, issuer: g.Issuer, region: g.Region, kid: kid},
 		detail: flavor})
 	ev, _ := rec.ev.(*rotationEvidence)
 	if ev == nil {
@@ -301,10 +360,10 @@ func (d *rotationDetector) raise(e *event.Event, ms int64, kid, flavor string, r
 	if r != nil {
 		ev.flavor, ev.prevKid, ev.rotatedAt = flavor, r.prevKid, r.ms
 	}
-	c := ev.services[e.Service]
+	c := ev.services[g.Service]
 	if c == nil {
 		c = &[2]int{}
-		ev.services[strings.Clone(e.Service)] = c
+		ev.services[g.Service] = c
 	}
 	c[0], c[1] = before, after
 	rec.f.Action = rotationAction(ev)

@@ -34,14 +34,16 @@ func cat(parts ...[]*event.Event) []*event.Event {
 	return out
 }
 
-func TestKeyRotationBreak(t *testing.T) {
-	tests := []struct {
-		name         string
-		events       []*event.Event
-		wantKid      string // "" = no finding
-		wantSignal   string
-		wantServices int // services named in evidence; 0 means only orders
-	}{
+type rotationCase struct {
+	name         string
+	events       []*event.Event
+	wantKid      string // "" = no finding
+	wantSignal   string
+	wantServices int // services named in evidence; 0 means only orders
+}
+
+func rotationCases() []rotationCase {
+	return []rotationCase{
 		{
 			name: "one service rejects the new kid after a rotation",
 			events: cat(
@@ -115,7 +117,10 @@ func TestKeyRotationBreak(t *testing.T) {
 			}(),
 		},
 	}
-	for _, tt := range tests {
+}
+
+func TestKeyRotationBreak(t *testing.T) {
+	for _, tt := range rotationCases() {
 		t.Run(tt.name, func(t *testing.T) {
 			fs, _ := run(t, nil, tt.events)
 			if tt.wantKid == "" {
