@@ -29,6 +29,7 @@ import (
 // Partial is what one source saw of the aggregates in one minute.
 type Partial[B any] struct {
 	Source int32  `json:"source"` // the keyed partition (0 in one process)
+	Dest   int32  `json:"dest"`   // the keyed partition whose owner merges it (0 in one process)
 	Minute int64  `json:"minute"` // Unix minutes
 	Seq    uint64 `json:"seq"`    // events folded in: a higher one supersedes
 	Member string `json:"member,omitempty"`

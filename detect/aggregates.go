@@ -21,7 +21,22 @@ import (
 type Aggregates struct {
 	Skew     []SkewService   `json:"skew,omitempty"`
 	Rotation *RotationMinute `json:"rotation,omitempty"`
+	Rate     []RateCount     `json:"rate,omitempty"`
 }
+
+// RateCount is one client's or subject's refreshes in one minute, with the
+// service, issuer and region of its latest (a finding names them).
+type RateCount struct {
+	Scope   string `json:"scope"` // client or subject
+	ID      string `json:"id"`
+	Count   uint32 `json:"count"`
+	Last    int64  `json:"last"` // Unix ms
+	Service string `json:"service,omitempty"`
+	Issuer  string `json:"issuer,omitempty"`
+	Region  string `json:"region,omitempty"`
+}
+
+type rateKey struct{ scope, id string }
 
 // RotationMinute is one minute of what the key-rotation detector reads:
 // the kids announced (by an issue, a key_rotate or a successful
@@ -109,6 +124,14 @@ type folding struct {
 	// sources this member folds: the keyed partitions it owns in a fleet
 	// (none until assigned); nil in one process, whose only source is 0.
 	sources []int32
+	// dests: where the partials go. The per-service state (clock skew, key
+	// rotation) to global; each client's and subject's rate to destOf
+	// its key, so that state spreads over the owners. One process: one
+	// dest, 0.
+	dests  int
+	global int32
+	destOf func(scope, id string) int32
+	names  map[string]string // see intern
 }
 
 type srcMinute struct {
@@ -122,6 +145,7 @@ type openMinute struct {
 	announced map[string]int64
 	rotations []RotationSeen
 	failures  map[failureKey]*FailureGroup
+	rate      map[rateKey]*RateCount
 }
 
 func (f *folding) minute(src int32, m int64) *openMinute {
@@ -136,6 +160,46 @@ func (f *folding) minute(src int32, m int64) *openMinute {
 
 // closed says whether minute m has closed here (a late event's).
 func (f *folding) closed(m int64) bool { return f.next != 0 && m < f.next }
+
+// foldRate counts one refresh for its client's and its subject's rate.
+func (f *folding) foldRate(src int32, m int64, scope, id string, e *event.Event, ms int64) {
+	if f.closed(m) {
+		return
+	}
+	om := f.minute(src, m)
+	if om.rate == nil {
+		om.rate = map[rateKey]*RateCount{}
+	}
+	k := rateKey{scope, id}
+	c := om.rate[k]
+	if c == nil {
+		k.id = strings.Clone(id)
+		c = &RateCount{Scope: scope, ID: k.id}
+		om.rate[k] = c
+	}
+	c.Count++
+	if ms >= c.Last {
+		c.Last = ms
+		c.Service, c.Issuer, c.Region = f.intern(e.Service), f.intern(e.Issuer), f.intern(e.Region)
+	}
+}
+
+// intern keeps one copy of the few service, issuer and region names the
+// open minutes repeat in every entry.
+func (f *folding) intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	if v, ok := f.names[s]; ok {
+		return v
+	}
+	if f.names == nil || len(f.names) >= 4096 {
+		f.names = map[string]string{}
+	}
+	v := strings.Clone(s)
+	f.names[v] = v
+	return v
+}
 
 // foldAnnounce notes a kid shown to be a real key.
 func (f *folding) foldAnnounce(src int32, m int64, kid string, ms int64) {
@@ -222,42 +286,48 @@ func (s *SkewService) trim() {
 	}
 }
 
-// closeUpTo ends every minute before until at this member: each source's
-// partial, an empty one for a source that had nothing to say in a minute
-// since the first one seen here.
-func (f *folding) closeUpTo(until int64, out func(Partial)) {
-	if f.next == 0 {
-		first := int64(0)
-		for k := range f.open {
-			if first == 0 || k.minute < first {
-				first = k.minute
-			}
+// maxCatchUp is how many minutes a member reports one by one after its
+// clock jumped (an idle member's, after a long quiet): past it, it reports
+// from the latest on, which tells the owner the same (nothing to say).
+const maxCatchUp = 60
+
+// closeUpTo ends every minute before until at this member: for each source,
+// a partial per dest, empty where the source had nothing to say to that
+// dest in a minute since the first one seen here.
+func (f *folding) closeUpTo(until int64, out func([]Partial)) {
+	first := f.next
+	for k := range f.open {
+		if first == 0 || k.minute < first {
+			first = k.minute
 		}
-		if first == 0 {
-			// Nothing seen yet: report from the clock's minute on, so
-			// the owner learns that this member's sources have nothing
-			// to say about the minutes before it.
-			first = until - 1
-		}
-		if first >= until {
-			return
-		}
-		f.next = first
 	}
+	if first == 0 {
+		// Nothing seen yet: report from the clock's minute on, so the
+		// owner learns that this member's sources have nothing to say
+		// about the minutes before it.
+		first = until - 1
+	}
+	if until-first > maxCatchUp {
+		first = until - 1
+		for k := range f.open {
+			first = min(first, max(k.minute, until-maxCatchUp))
+		}
+	}
+	if first >= until || (f.next != 0 && f.next >= until) {
+		return
+	}
+	f.next = max(f.next, first)
 	sources := f.sources
 	if sources == nil {
 		sources = []int32{0}
 	}
+	var batch []Partial
 	for ; f.next < until; f.next++ {
 		for _, src := range sources {
 			k := srcMinute{src, f.next}
-			p := Partial{Source: src, Minute: f.next}
-			if om := f.open[k]; om != nil {
-				p.Seq = om.seq
-				p.Body = om.body()
-				delete(f.open, k)
-			}
-			out(p)
+			om := f.open[k]
+			delete(f.open, k)
+			batch = om.partials(src, f.next, f, batch)
 		}
 	}
 	// Minutes of sources this member no longer folds.
@@ -266,6 +336,44 @@ func (f *folding) closeUpTo(until int64, out func(Partial)) {
 			delete(f.open, k)
 		}
 	}
+	if len(batch) > 0 {
+		out(batch)
+	}
+}
+
+// partials splits one source's minute by dest (om nil: nothing to say).
+// A partial's seq is what was folded for its dest.
+func (om *openMinute) partials(src int32, minute int64, f *folding, dst []Partial) []Partial {
+	dests := max(f.dests, 1)
+	n := len(dst)
+	for d := range dests {
+		dst = append(dst, Partial{Source: src, Dest: int32(d), Minute: minute})
+	}
+	if om == nil {
+		return dst
+	}
+	own := dst[n:]
+	g := &own[f.global]
+	g.Seq, g.Body = om.seq, om.body()
+	if len(om.rate) == 0 {
+		return dst
+	}
+	keys := make([]rateKey, 0, len(om.rate))
+	for k := range om.rate {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b rateKey) int { return cmp.Or(strings.Compare(a.scope, b.scope), strings.Compare(a.id, b.id)) })
+	for _, k := range keys {
+		c := om.rate[k]
+		d := int32(0)
+		if f.destOf != nil {
+			d = f.destOf(c.Scope, c.ID)
+		}
+		p := &own[d]
+		p.Seq += uint64(c.Count)
+		p.Body.Rate = append(p.Body.Rate, *c)
+	}
+	return dst
 }
 
 func (om *openMinute) body() Aggregates {
@@ -294,34 +402,54 @@ func (om *openMinute) body() Aggregates {
 }
 
 // aggregates is the engine's side of the aggregates: the folding of its own
-// events, and (where it owns them) the closing and merging of every
-// source's partials.
+// events, and the closing and merging of every source's partials for the
+// dests it owns.
 type aggregates struct {
-	fold   folding
-	closer *aggregate.Closer[Aggregates]
-	// publish, in a fleet, sends this member's partials to the owner;
-	// nil in one process, where they go straight to closer.
-	publish func(Partial)
-	owner   bool
+	fold folding
+	// closers, per dest this member owns: one process has one, dest 0.
+	closers map[int32]*aggregate.Closer[Aggregates]
+	owned   map[int32]bool
+	// publish, in a fleet, sends this member's partials to their owners;
+	// nil in one process, where they go straight to the closer.
+	publish func([]Partial)
+	cfg     AggregateConfig
+	// of closers this member dropped, so the stats only grow
+	dropped AggregateStats
 }
 
 // AggregateConfig makes the engine one member of a fleet's aggregates.
 type AggregateConfig struct {
-	// Sources is the keyed topic's partition count.
+	// Sources is the keyed topic's partition count: every partition is a
+	// source and a dest.
 	Sources int
-	// Wait is how long (wall clock) the owner waits for a source's partial
+	// Global is the dest whose owner judges the per-service state (clock
+	// skew, key rotation break).
+	Global int32
+	// DestOf is the dest of a client's or subject's refresh rate.
+	DestOf func(scope, id string) int32
+	// Wait is how long (wall clock) an owner waits for a source's partial
 	// of a minute before closing it without.
 	Wait time.Duration
 	// Retain: copies of closed minutes' partials are recognised this long.
 	Retain time.Duration
-	// Publish sends one of this member's partials to the aggregates' owner.
-	Publish func(Partial)
+	// Publish sends a batch of this member's partials to their owners (in
+	// order: one source's partials to one dest must arrive in minute order).
+	Publish func([]Partial)
 }
 
-// AggregateStats count the owner's partials that changed nothing.
+// AggregateStats say how the owner's merge goes.
 type AggregateStats struct {
 	Duplicates, Late, Incomplete uint64
 	Pending                      int
+}
+
+func (a *aggregates) closer(dest int32) *aggregate.Closer[Aggregates] {
+	c := a.closers[dest]
+	if c == nil {
+		c = aggregate.NewCloser[Aggregates](a.cfg.Sources, a.cfg.Wait, a.cfg.Retain)
+		a.closers[dest] = c
+	}
+	return c
 }
 
 // mutable is the book's sink, muted while replayed minutes are judged.
@@ -354,15 +482,33 @@ func (en *Engine) source(e *event.Event) int32 {
 }
 
 // closeMinutes ends this member's minutes before until: in one process
-// they are merged and judged at once; in a fleet they go to the owner.
+// they are merged and judged at once; in a fleet they go to their owners.
+// Then the minutes complete at the dests this member owns are judged.
 func (en *Engine) closeMinutes(until int64) {
 	if en.agg.publish != nil {
 		en.agg.fold.closeUpTo(until, en.agg.publish)
 	} else {
-		en.agg.fold.closeUpTo(until, func(p Partial) { en.agg.closer.Add(p, time.Now()) })
+		en.agg.fold.closeUpTo(until, func(ps []Partial) {
+			for _, p := range ps {
+				en.agg.closer(p.Dest).Add(p, time.Now())
+			}
+		})
 	}
-	if en.agg.owner || en.agg.publish == nil {
-		en.judge(en.agg.closer.Ready(time.Now()))
+	en.judgeReady()
+}
+
+func (en *Engine) judgeReady() {
+	if len(en.agg.closers) == 0 {
+		return
+	}
+	now := time.Now()
+	dests := make([]int32, 0, len(en.agg.closers))
+	for d := range en.agg.closers {
+		dests = append(dests, d)
+	}
+	slices.Sort(dests)
+	for _, d := range dests {
+		en.judge(d, en.agg.closers[d].Ready(now))
 	}
 }
 
@@ -378,52 +524,67 @@ func (en *Engine) flushMinutes() {
 		en.closeMinutes(last + 1)
 	}
 	if en.agg.publish == nil {
-		en.judge(en.agg.closer.Flush())
+		for d, c := range en.agg.closers {
+			en.judge(d, c.Flush())
+		}
 	}
 }
 
-// judge hands closed minutes to the detectors, oldest first.
-func (en *Engine) judge(closed []aggregate.Closed[Aggregates]) {
+// judge hands a dest's closed minutes to the detectors, oldest first.
+func (en *Engine) judge(dest int32, closed []aggregate.Closed[Aggregates]) {
 	for _, c := range closed {
 		en.muted = c.Replayed
-		en.skew.apply(int32(c.Minute), c.Parts)
-		en.rotation.apply(c.Parts)
+		if dest == en.agg.fold.global {
+			en.skew.apply(int32(c.Minute), c.Parts)
+			en.rotation.apply(c.Parts)
+		}
+		en.rate.apply(int32(c.Minute), c.Parts)
 		en.muted = false
 	}
 }
 
 // SetAggregates makes the engine a member of a fleet's aggregates (one
 // process needs no call): its own partials go to cfg.Publish, one per
-// source it folds per minute.
+// source it folds and dest per minute.
 func (en *Engine) SetAggregates(cfg AggregateConfig) {
 	en.mu.Lock()
 	defer en.mu.Unlock()
+	en.agg.cfg = cfg
 	en.agg.publish = cfg.Publish
+	en.agg.closers = map[int32]*aggregate.Closer[Aggregates]{}
 	en.agg.fold.sources = []int32{} // none until assigned
-	en.agg.closer = aggregate.NewCloser[Aggregates](cfg.Sources, cfg.Wait, cfg.Retain)
+	en.agg.fold.dests, en.agg.fold.global, en.agg.fold.destOf = cfg.Sources, cfg.Global, cfg.DestOf
 }
 
-// SetSources names the keyed partitions this member folds (the ones it
-// owns), and whether it owns the aggregates (merges every source's
-// partials). An owner that loses them forgets its open minutes: the new
-// owner reads their partials again.
-func (en *Engine) SetSources(sources []int32, owner bool) {
+// SetSources names the keyed partitions this member owns: it folds their
+// events, and merges the partials sent to them. An owner that loses a dest
+// forgets its open minutes: the new owner reads their partials again.
+func (en *Engine) SetSources(sources []int32) {
 	en.mu.Lock()
 	defer en.mu.Unlock()
 	en.agg.fold.sources = append([]int32{}, sources...)
-	if en.agg.owner && !owner {
-		en.agg.closer.Drop()
+	en.agg.owned = map[int32]bool{}
+	for _, s := range sources {
+		en.agg.owned[s] = true
 	}
-	en.agg.owner = owner
+	for d, c := range en.agg.closers {
+		if !en.agg.owned[d] {
+			en.agg.dropped.Duplicates += c.Duplicates
+			en.agg.dropped.Late += c.LateParts
+			en.agg.dropped.Incomplete += c.Incomplete
+			delete(en.agg.closers, d)
+		}
+	}
 }
 
-// MergeAggregate takes one source's partial, read by the aggregates' owner
-// (replayed: read again while rebuilding).
+// MergeAggregate takes one source's partial, read by its dest's owner
+// (Replayed: read again while rebuilding).
 func (en *Engine) MergeAggregate(p Partial) aggregate.Outcome {
 	en.mu.Lock()
 	defer en.mu.Unlock()
-	o := en.agg.closer.Add(p, time.Now())
-	en.judge(en.agg.closer.Ready(time.Now()))
+	c := en.agg.closer(p.Dest)
+	o := c.Add(p, time.Now())
+	en.judge(p.Dest, c.Ready(time.Now()))
 	return o
 }
 
@@ -431,6 +592,12 @@ func (en *Engine) MergeAggregate(p Partial) aggregate.Outcome {
 func (en *Engine) AggregateStats() AggregateStats {
 	en.mu.Lock()
 	defer en.mu.Unlock()
-	c := en.agg.closer
-	return AggregateStats{Duplicates: c.Duplicates, Late: c.LateParts, Incomplete: c.Incomplete, Pending: c.Pending()}
+	st := en.agg.dropped
+	for _, c := range en.agg.closers {
+		st.Duplicates += c.Duplicates
+		st.Late += c.LateParts
+		st.Incomplete += c.Incomplete
+		st.Pending += c.Pending()
+	}
+	return st
 }

@@ -16,7 +16,8 @@ import (
 // partitions' validations, and member 0 owns the aggregates.
 type fleetOfEngines struct {
 	members []*Engine
-	owner   *recorder
+	recs    []*recorder
+	owner   *recorder // member 0's: it owns dest 0, the per-service state's
 	sent    []Partial // every partial the members published, in order
 }
 
@@ -28,18 +29,33 @@ func newFleetOfEngines(t *testing.T) *fleetOfEngines {
 		if i == 0 {
 			f.owner = rec
 		}
-		en.SetAggregates(AggregateConfig{Sources: 6, Wait: time.Hour, Retain: time.Hour,
-			Publish: func(p Partial) { p.Member = itoa(i); f.sent = append(f.sent, p) }})
-		en.SetSources([]int32{int32(2 * i), int32(2*i + 1)}, i == 0)
+		en.SetAggregates(AggregateConfig{Sources: 6, Wait: time.Hour, Retain: time.Hour, Global: 0,
+			DestOf: func(scope, id string) int32 { return hash6(scope + ":" + id) },
+			Publish: func(ps []Partial) {
+				for _, p := range ps {
+					p.Member = itoa(i)
+					f.sent = append(f.sent, p)
+				}
+			}})
+		en.SetSources([]int32{int32(2 * i), int32(2*i + 1)})
 		f.members = append(f.members, en)
+		f.recs = append(f.recs, rec)
 	}
 	return f
 }
 
-// partitionOf spreads tokens over the six partitions as the keyed topic does.
+// partitionOf spreads tokens over the six partitions as the keyed topic
+// does (a refresh goes with its family).
 func partitionOf(e *event.Event) int32 {
+	if e.Kind == event.KindRefresh && e.FamilyID != "" {
+		return hash6("f:" + e.FamilyID)
+	}
+	return hash6(e.TokenID)
+}
+
+func hash6(s string) int32 {
 	h := fnv.New32a()
-	h.Write([]byte(e.TokenID))
+	h.Write([]byte(s))
 	return int32(h.Sum32() % 6)
 }
 
@@ -72,8 +88,8 @@ func (f *fleetOfEngines) observe(events []*event.Event) {
 		}
 	}
 	for _, p := range f.sent {
-		f.members[0].MergeAggregate(p)
-		f.members[0].MergeAggregate(p)
+		f.members[p.Dest/2].MergeAggregate(p)
+		f.members[p.Dest/2].MergeAggregate(p)
 	}
 
 }
@@ -156,7 +172,11 @@ func TestClockSkewOverThreeMembersEqualsOneEngine(t *testing.T) {
 					t.Errorf("member %d, which does not own the aggregates, found %d clock_skew", i+1, n)
 				}
 			}
-			st := f.members[0].AggregateStats()
+			var st AggregateStats
+			for _, m := range f.members {
+				s := m.AggregateStats()
+				st.Duplicates, st.Late, st.Incomplete, st.Pending = st.Duplicates+s.Duplicates, st.Late+s.Late, st.Incomplete+s.Incomplete, st.Pending+s.Pending
+			}
 			if st.Duplicates != uint64(len(f.sent)) || st.Late != 0 || st.Incomplete != 0 || st.Pending != 0 {
 				t.Errorf("owner's merge: %+v, want every second copy a duplicate (%d), none late, incomplete or pending", st, len(f.sent))
 			}
@@ -178,9 +198,10 @@ func TestAMemberWithNothingToSaySendsEmptyPartials(t *testing.T) {
 	}
 	// Members 1 and 2 hear of the time only from the idle clock.
 	f.observe(events)
-	st := f.members[0].AggregateStats()
-	if st.Pending != 0 || st.Incomplete != 0 {
-		t.Fatalf("owner: %+v, want every minute closed complete", st)
+	for i, m := range f.members {
+		if st := m.AggregateStats(); st.Pending != 0 || st.Incomplete != 0 {
+			t.Fatalf("member %d: %+v, want every minute closed complete", i, st)
+		}
 	}
 	empty := 0
 	for _, p := range f.sent {
@@ -190,6 +211,61 @@ func TestAMemberWithNothingToSaySendsEmptyPartials(t *testing.T) {
 	}
 	if empty == 0 {
 		t.Errorf("no empty partial among %d sent", len(f.sent))
+	}
+}
+
+// TestRefreshRatesOverThreeMembersEqualOneEngine: a client and a subject
+// refreshing far above their baselines, their refreshes spread over every
+// partition (one family each refresh), and a busy client whose many users
+// refresh steadily: the owners of the clients' and subjects' dests find
+// what one engine finds.
+func TestRefreshRatesOverThreeMembersEqualOneEngine(t *testing.T) {
+	var events []*event.Event
+	n := 0
+	refresh := func(ts time.Time, client, subject string) {
+		n++
+		events = append(events, ev(ts, event.KindRefresh, event.OK, svc("auth"), fam("f"+itoa(n)), tok("t"+itoa(n)),
+			func(e *event.Event) { e.ClientID, e.Subject = client, subject }))
+	}
+	for m := range 40 {
+		base := at(time.Duration(m) * time.Minute)
+		for i := range 4 { // a steady baseline for the thief's client and subject
+			refresh(base.Add(time.Duration(i)*13*time.Second), "app", "alice")
+		}
+		for i := range 30 { // a busy client: many users, a steady rate
+			refresh(base.Add(time.Duration(i)*2*time.Second), "portal", "user"+itoa(i))
+		}
+		if m == 35 {
+			for i := range 60 { // a script with a stolen credential
+				refresh(base.Add(time.Duration(i)*time.Second), "app", "alice")
+			}
+		}
+	}
+	events = append(events, validate(at(45*time.Minute), event.OK, svc("auth"), tok("end")))
+	one, _ := run(t, nil, events)
+	want := latest(one, finding.RefreshAnomaly)
+	if _, ok := want["client:app"]; !ok || len(want) != 2 {
+		t.Fatalf("one engine found %v, want client:app and subject:alice", want)
+	}
+	f := newFleetOfEngines(t)
+	f.observe(events)
+	got := map[string]finding.Finding{}
+	for _, r := range f.recs {
+		for k, v := range latest(r.calls, finding.RefreshAnomaly) {
+			if _, dup := got[k]; dup {
+				t.Errorf("%s found by two members", k)
+			}
+			got[k] = v
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("the fleet found %v, one engine %v", got, want)
+	}
+	for k, w := range want {
+		g := got[k]
+		if g.Evidence["refreshes_per_minute"] != w.Evidence["refreshes_per_minute"] {
+			t.Errorf("%s: %v refreshes a minute in the fleet, %v in one engine", k, g.Evidence["refreshes_per_minute"], w.Evidence["refreshes_per_minute"])
+		}
 	}
 }
 

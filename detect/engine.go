@@ -87,8 +87,8 @@ func New(cfg Config, sink Sink, reg prometheus.Registerer) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, m: m, services: newInterner(cfg.MaxServices)}
 	e.book = newBook(&e.cfg, mutable{sink, &e.muted}, m, e.services, func() int64 { return e.clock })
-	e.agg = aggregates{fold: folding{open: map[srcMinute]*openMinute{}},
-		closer: aggregate.NewCloser[Aggregates](1, 0, time.Hour)}
+	e.agg = aggregates{fold: folding{open: map[srcMinute]*openMinute{}}, closers: map[int32]*aggregate.Closer[Aggregates]{},
+		cfg: AggregateConfig{Sources: 1, Retain: time.Hour}}
 	e.tokens = newStateTable[client](m, stateToken, cfg.MaxTokens)
 	e.families = newStateTable[familyState](m, stateFamily, cfg.MaxFamilies)
 	e.clients = rateTables{newStateTable[quietRate](m, stateClient, cfg.MaxRateSeries), newStateTable[rateSeries](m, stateClientBusy, cfg.MaxRateSeries)}
@@ -152,7 +152,12 @@ func (en *Engine) observe(e *event.Event) {
 		}
 	case event.KindRefresh:
 		en.refresh.observe(e, ms)
-		en.rate.observe(e, ms)
+		if fold {
+			// By the event's own minute: the clock's minute moves in
+			// steps, and would pile one client's steady refreshes into
+			// one minute now and then (a false rate anomaly).
+			en.rate.observe(e, ms, floorDiv(ms, 60000), src, &en.agg.fold)
+		}
 	case event.KindIssue:
 		en.refresh.observeIssue(e, ms)
 		if fold {
@@ -244,7 +249,10 @@ func (en *Engine) tick(all bool) {
 	// State lives AllowedLateness past its expiry (added when stored), so
 	// late events still find it; expire against the clock itself.
 	now := en.clock
-	en.closeMinutes(floorDiv(now, 60000))
+	// A minute closes once the clock is the lateness past it: the refresh
+	// rate folds by the events' own minute, which late events may still
+	// reach until then.
+	en.closeMinutes(floorDiv(now-en.cfg.AllowedLateness.Milliseconds(), 60000))
 	en.tokens.expire(now)
 	en.families.expire(now)
 	en.kids.expire(now)

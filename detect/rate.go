@@ -1,9 +1,11 @@
 package detect
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/finding"
@@ -58,22 +60,58 @@ type rateTables struct {
 
 func (d *rateDetector) promoteAt() int { return max(2, d.cfg.RateMinCount/4) }
 
-func (d *rateDetector) observe(e *event.Event, ms int64) {
+// observe folds one refresh into its client's and subject's counts of the
+// engine clock's minute; the minute is judged when it closes (apply).
+func (d *rateDetector) observe(e *event.Event, ms, minute int64, src int32, f *folding) {
 	if e.Outcome == event.Error {
 		return // an IdP failing makes every client retry: that is M3, not theft
 	}
-	minute := int32(ms / 60000)
-	ttl := int64(2*baselineMinutes)*60000 + d.cfg.AllowedLateness.Milliseconds()
 	if e.ClientID != "" {
-		d.count(d.clients, e, ms, minute, ttl, "client", e.ClientID)
+		f.foldRate(src, minute, "client", e.ClientID, e, ms)
 	}
 	if e.Subject != "" {
-		d.count(d.subjects, e, ms, minute, ttl, "subject", e.Subject)
+		f.foldRate(src, minute, "subject", e.Subject, e, ms)
 	}
 }
 
-func (d *rateDetector) count(t rateTables, e *event.Event, ms int64, minute int32, ttl int64, scope, id string) {
-	k := hashID(id)
+// apply judges one closed minute's refresh counts, merged over every
+// source, per client and subject.
+func (d *rateDetector) apply(minute int32, parts []Partial) {
+	merged := map[rateKey]*RateCount{}
+	var keys []rateKey
+	for i := range parts {
+		for _, c := range parts[i].Body.Rate {
+			k := rateKey{c.Scope, c.ID}
+			m := merged[k]
+			if m == nil {
+				cp := c
+				merged[k] = &cp
+				keys = append(keys, k)
+				continue
+			}
+			m.Count += c.Count
+			if c.Last > m.Last {
+				m.Last, m.Service, m.Issuer, m.Region = c.Last, c.Service, c.Issuer, c.Region
+			}
+		}
+	}
+	slices.SortFunc(keys, func(a, b rateKey) int { return cmp.Or(strings.Compare(a.scope, b.scope), strings.Compare(a.id, b.id)) })
+	ttl := int64(2*baselineMinutes)*60000 + d.cfg.AllowedLateness.Milliseconds()
+	for _, k := range keys {
+		c := merged[k]
+		t := d.subjects
+		if c.Scope == "client" {
+			t = d.clients
+		}
+		d.count(t, c, minute, ttl)
+	}
+}
+
+// count adds one minute's refreshes of one client or subject to its series
+// and judges the minute against the baseline before it.
+func (d *rateDetector) count(t rateTables, c *RateCount, minute int32, ttl int64) {
+	k := hashID(c.ID)
+	n := uint16(min(c.Count, math.MaxUint16))
 	s, exp, ok := t.busy.get(k)
 	if !ok {
 		q, qexp, ok := t.quiet.get(k)
@@ -86,16 +124,17 @@ func (d *rateDetector) count(t rateTables, e *event.Event, ms int64, minute int3
 		if minute < q.startMin {
 			q.startMin = minute
 		}
-		if minute == q.curMin && q.cur < math.MaxUint16 {
-			q.cur++
+		if minute != q.curMin {
+			return // older than what it holds
 		}
+		q.cur = satAdd(q.cur, n)
 		if int(q.cur) < d.promoteAt() {
-			t.quiet.put(k, q, max(qexp, ms+ttl))
+			t.quiet.put(k, q, max(qexp, c.Last+ttl))
 			return
 		}
 		t.quiet.del(k)
 		s = rateSeries{startMin: q.startMin, curMin: q.curMin, thrMin: -1}
-		s.counts[q.curMin%baselineMinutes] = q.cur - 1 // this event is counted below
+		s.counts[q.curMin%baselineMinutes] = q.cur - n // this minute's are counted below
 	}
 	if minute > s.curMin {
 		gap := minute - s.curMin
@@ -111,9 +150,7 @@ func (d *rateDetector) count(t rateTables, e *event.Event, ms int64, minute int3
 		s.startMin = minute
 	}
 	slot := &s.counts[minute%baselineMinutes]
-	if *slot < math.MaxUint16 {
-		*slot++
-	}
+	*slot = satAdd(*slot, n)
 	x := int(*slot)
 	anomalous := false
 	if minute == s.curMin && x >= d.cfg.RateMinCount && int64(minute-s.startMin)*60000 >= d.cfg.RateMinBaseline.Milliseconds() {
@@ -122,11 +159,13 @@ func (d *rateDetector) count(t rateTables, e *event.Event, ms int64, minute int3
 		}
 		anomalous = x >= int(s.threshold)
 	}
-	t.busy.put(k, s, max(exp, ms+ttl))
+	t.busy.put(k, s, max(exp, c.Last+ttl))
 	if anomalous {
-		d.raise(e, ms, scope, id, x, s)
+		d.raise(c, x, s)
 	}
 }
+
+func satAdd(a, b uint16) uint16 { return uint16(min(uint32(a)+uint32(b), math.MaxUint16)) }
 
 // threshold sets the count that is anomalous for the current minute:
 // median + z·1.4826·MAD of the earlier minutes. The MAD is floored at what
@@ -192,14 +231,15 @@ func (ev *rateEvidence) render(m map[string]any) {
 	m["baseline_minutes"] = baselineMinutes
 }
 
-func (d *rateDetector) raise(e *event.Event, ms int64, scope, id string, x int, s rateSeries) {
-	sig := signal{kind: finding.RefreshAnomaly, key: scope + ":" + id, ts: ms,
-		ids:    ids{service: e.Service, issuer: e.Issuer, region: e.Region},
+func (d *rateDetector) raise(c *RateCount, x int, s rateSeries) {
+	scope, id := c.Scope, c.ID
+	sig := signal{kind: finding.RefreshAnomaly, key: scope + ":" + id, ts: c.Last,
+		ids:    ids{service: c.Service, issuer: c.Issuer, region: c.Region},
 		detail: fmt.Sprintf("%s refresh rate %d/min above its baseline", scope, x)}
 	if scope == "client" {
-		sig.ids.clientID = e.ClientID
+		sig.ids.clientID = id
 	} else {
-		sig.ids.subject = e.Subject
+		sig.ids.subject = id
 	}
 	r, _ := d.book.raise(sig)
 	ev, _ := r.ev.(*rateEvidence)

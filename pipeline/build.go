@@ -166,19 +166,23 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		// and judges the merged minutes (docs/fleet.md, "Aggregates").
 		member := memberName()
 		stages.Detect.SetAggregates(detect.AggregateConfig{Sources: c.Fleet.KeyedPartitions, Wait: c.Fleet.PartialWait,
-			Retain: max(rebuild, time.Hour), Publish: func(x detect.Partial) {
-				x.Member = member
-				if err := pub.PublishAggregate(x); err != nil {
-					log.Error("a partial aggregate could not be encoded", "source", x.Source, "minute", x.Minute, "err", err)
+			Retain: max(rebuild, time.Hour), Global: part.AggregatesOwner(), DestOf: part.RateOwner,
+			Publish: func(xs []detect.Partial) {
+				for _, x := range xs {
+					x.Member = member
+					if err := pub.PublishAggregate(x.Dest, x); err != nil {
+						log.Error("a partial aggregate could not be encoded", "source", x.Source, "minute", x.Minute, "err", err)
+					}
 				}
+				pub.Mark()
 			}})
 		dec.(*rekey.Decoder).SetAggregateSink(func(v []byte, replay bool) error {
 			var x detect.Partial
 			if err := json.Unmarshal(v, &x); err != nil {
 				return err
 			}
-			if x.Source < 0 || int(x.Source) >= c.Fleet.KeyedPartitions || x.Minute <= 0 {
-				return fmt.Errorf("source %d of %d partitions, minute %d", x.Source, c.Fleet.KeyedPartitions, x.Minute)
+			if x.Source < 0 || int(x.Source) >= c.Fleet.KeyedPartitions || x.Dest < 0 || int(x.Dest) >= c.Fleet.KeyedPartitions || x.Minute <= 0 {
+				return fmt.Errorf("source %d, dest %d of %d partitions, minute %d", x.Source, x.Dest, c.Fleet.KeyedPartitions, x.Minute)
 			}
 			stages.aggregate(x, replay)
 			return nil

@@ -391,11 +391,11 @@ func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int3
 // partialViewKinds keep state per service, kid, client or subject, which
 // no key of the fleet owns and which does not yet go through the
 // aggregates' owner (Fleet 2/4 makes them exact).
-var partialViewKinds = []string{"refresh_anomaly_rate"}
+var partialViewKinds = []string{}
 
 // aggregatedKinds judge the merged partials of every keyed partition at the
 // aggregates' owner: exact in a fleet.
-var aggregatedKinds = []string{"clock_skew", "key_rotation_break"}
+var aggregatedKinds = []string{"clock_skew", "key_rotation_break", "refresh_anomaly_rate"}
 
 // warnPartialView says, at each assignment of the fleet's analyze stage,
 // whether this member sees only a share of the keyed partitions, and so a
@@ -406,7 +406,7 @@ func (p *Pipeline) warnPartialView(owned int) {
 	if total <= 0 {
 		return
 	}
-	partial := owned < total
+	partial := owned < total && len(partialViewKinds) > 0
 	v := 0.0
 	if partial {
 		v = 1

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -102,7 +101,7 @@ type partialMetrics struct {
 // elsewhere now are left to their new owner.
 func (s *Stages) assigned(part *rekey.Partitioner, partitions []int32) {
 	s.Tracker.SetOwned(partitions)
-	s.Detect.SetSources(partitions, slices.Contains(partitions, part.AggregatesOwner()))
+	s.Detect.SetSources(partitions)
 	if s.merger == nil {
 		return
 	}

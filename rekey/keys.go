@@ -129,6 +129,12 @@ func (p *Partitioner) RevokeOwner(id string) int32 { return p.Of(revokeKey(id)) 
 // them.
 func (p *Partitioner) AggregatesOwner() int32 { return p.Of(aggregatesKey) }
 
+// RateOwner is the keyed partition whose owner judges the refresh rate of
+// one client or subject (scope "client" or "subject").
+func (p *Partitioner) RateOwner(scope, id string) int32 {
+	return p.Of(aggregatesKey + ":" + scope + ":" + id)
+}
+
 // TokenFactsOf is what a successful refresh tells the revocation tracker
 // of the token it issued (its session, subject and family), for the
 // token's partition, which the refresh itself does not reach: the owner of

@@ -108,18 +108,16 @@ const (
 )
 
 // PublishAggregate hands in one minute's partial aggregates of one keyed
-// partition (the detectors' per-service state, detect.Partial) for the
-// partition whose owner merges them, and sends it at once (one per owned
-// partition per minute). One member publishes a partition's partials in
-// minute order, and they reach the owner's partition in that order.
-func (p *Publisher) PublishAggregate(x any) error {
+// partition (detect.Partial) for dest, the partition whose owner merges
+// them; Mark sends them. One member publishes a partition's partials in
+// minute order, and they reach each dest in that order.
+func (p *Publisher) PublishAggregate(dest int32, x any) error {
 	value, err := json.Marshal(x)
 	if err != nil {
 		return err
 	}
-	p.pending = append(p.pending, kafka.Message{Partition: int(p.part.AggregatesOwner()), Value: value,
+	p.pending = append(p.pending, kafka.Message{Partition: int(dest), Value: value,
 		Headers: []kafka.Header{{Key: HeaderKind, Value: []byte(KindAggregatePartial)}}})
-	p.Mark()
 	return nil
 }
 
