@@ -512,10 +512,16 @@ func (en *Engine) judgeReady() {
 	}
 }
 
-// flushMinutes ends the input: every minute folded here is closed; in one
-// process every open minute is judged, in a fleet only those complete
-// (the others' partials are read again by the next owner).
+// flushMinutes ends the input. In one process every open minute is
+// closed and judged. A fleet member publishes no minute still open (the
+// new owner of its partitions folds those minutes whole from their
+// history, which a partial of part of a minute would contradict) and
+// judges only the complete ones (the others' partials are read again by
+// the next owner).
 func (en *Engine) flushMinutes() {
+	if en.agg.publish != nil {
+		return
+	}
 	last := int64(0)
 	for k := range en.agg.fold.open {
 		last = max(last, k.minute)
@@ -523,10 +529,8 @@ func (en *Engine) flushMinutes() {
 	if last != 0 {
 		en.closeMinutes(last + 1)
 	}
-	if en.agg.publish == nil {
-		for d, c := range en.agg.closers {
-			en.judge(d, c.Flush())
-		}
+	for d, c := range en.agg.closers {
+		en.judge(d, c.Flush())
 	}
 }
 

@@ -2,7 +2,9 @@ package detect
 
 import (
 	"hash/fnv"
+	"maps"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -270,3 +272,129 @@ func TestRefreshRatesOverThreeMembersEqualOneEngine(t *testing.T) {
 }
 
 var _ = aggregate.Merged
+
+// TestAMemberThatStopsMidMinuteChangesNoFinding: member 1 stops in the
+// middle of a minute, in the middle of a clock skew, a key rotation break
+// and a client's refresh burst; member 2 takes its partitions and dests
+// over, rebuilding as an analyze member does (the partials sent to its new
+// dests read again, the partitions' events replayed), and carries on. The
+// fleet's findings equal one engine's.
+func TestAMemberThatStopsMidMinuteChangesNoFinding(t *testing.T) {
+	events := cat(skewedFleet(2*time.Minute, "search", 60), rotationCases()[0].events)
+	n := 0
+	for m := range 40 {
+		base := at(time.Duration(m) * time.Minute)
+		rounds := 4
+		if m == 12 {
+			rounds = 60 // the burst, across the stop
+		}
+		for i := range rounds {
+			n++
+			events = append(events, ev(base.Add(time.Duration(i)*time.Second), event.KindRefresh, event.OK, svc("auth"), fam("f"+itoa(n)),
+				tok("r"+itoa(n)), func(e *event.Event) { e.ClientID, e.Subject = "app", "alice" }))
+		}
+	}
+	slices.SortStableFunc(events, func(a, b *event.Event) int { return a.TS.Compare(b.TS) })
+	kinds := []finding.Kind{finding.ClockSkew, finding.KeyRotationBreak, finding.RefreshAnomaly}
+	one, _ := run(t, nil, events)
+	want := map[string]bool{}
+	for _, k := range kinds {
+		for key := range latest(one, k) {
+			want[string(k)+" "+key] = true
+		}
+	}
+	if len(want) < 3 {
+		t.Fatalf("one engine found %v: want a clock skew, a key rotation break and a rate anomaly", want)
+	}
+	stop := at(12*time.Minute + 30*time.Second)
+
+	f := newFleetOfEngines(t)
+	owner := map[int32]int{0: 0, 1: 0, 2: 1, 3: 1, 4: 2, 5: 2}
+	delivered := 0
+	deliver := func() {
+		for ; delivered < len(f.sent); delivered++ {
+			p := f.sent[delivered]
+			f.members[owner[p.Dest]].MergeAggregate(p)
+		}
+	}
+	memberOf := func(p int32) int { return owner[p] }
+	stopped := false
+	for _, e := range events {
+		if !stopped && !e.TS.Before(stop) {
+			stopped = true
+			deliver()
+			f.members[1].Flush()
+			deliver()
+			owner[2], owner[3] = 2, 2
+			m2 := f.members[2]
+			m2.SetSources([]int32{2, 3, 4, 5})
+			// The rebuild: the new dests' partials read again, then the
+			// partitions' events.
+			for _, p := range f.sent {
+				if p.Dest == 2 || p.Dest == 3 {
+					p.Replayed = true
+					m2.MergeAggregate(p)
+				}
+			}
+			for _, h := range events {
+				if !h.TS.Before(stop) {
+					break
+				}
+				if p := partitionOf(h); h.Kind != event.KindKeyRotate && (p == 2 || p == 3) {
+					cp := *h
+					cp.Src.Partition = p
+					m2.Replay(&cp)
+				}
+			}
+		}
+		if e.Kind == event.KindKeyRotate {
+			for i, m := range f.members {
+				if i == 1 && stopped {
+					continue
+				}
+				cp := *e
+				cp.Src.Partition = int32(2 * i)
+				m.Observe(&cp)
+			}
+		} else {
+			cp := *e
+			cp.Src.Partition = partitionOf(e)
+			f.members[memberOf(cp.Src.Partition)].Observe(&cp)
+		}
+		deliver()
+	}
+	end := events[len(events)-1].TS.Add(5 * time.Minute)
+	for i, m := range f.members {
+		if i == 1 {
+			continue
+		}
+		for j := range 3 {
+			m.Advance(end.Add(time.Duration(j) * 2 * time.Second))
+		}
+	}
+	deliver()
+	got := map[string]bool{}
+	for _, r := range f.recs {
+		for _, k := range kinds {
+			for key := range latest(r.calls, k) {
+				got[string(k)+" "+key] = true
+			}
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("the fleet found %v, one engine %v", got, want)
+	}
+	// The burst straddles the stop: the rate counts every refresh of its
+	// minute once, neither half lost nor counted twice.
+	wantRate := latest(one, finding.RefreshAnomaly)["client:app"].Evidence["refreshes_per_minute"]
+	for i, r := range f.recs {
+		if g, ok := latest(r.calls, finding.RefreshAnomaly)["client:app"]; ok && g.Evidence["refreshes_per_minute"] != wantRate {
+			t.Errorf("member %d: client:app refreshes %v a minute, one engine %v", i, g.Evidence["refreshes_per_minute"], wantRate)
+		}
+	}
+	for i, m := range f.members {
+		if st := m.AggregateStats(); st.Late != 0 || st.Incomplete != 0 {
+			t.Errorf("member %d: %+v, want no late partial and no minute closed incomplete", i, st)
+		}
+	}
+}

@@ -53,7 +53,7 @@ type Engine struct {
 	// muted drops what the book sends while a minute of replayed partials
 	// is judged (its findings were reported the first time).
 	muted bool
-	// history: Replay in a fleet (not folded into the aggregates).
+	// history: Replay in a fleet (folded by the events' own minutes).
 	history bool
 }
 
@@ -114,9 +114,11 @@ func (en *Engine) Observe(e *event.Event) {
 }
 
 // Replay runs one event of history through the detectors to rebuild their
-// state (the caller mutes what they report). In a fleet, history is not
-// folded into this member's aggregates: the member that read it first sent
-// those minutes' partials, and the aggregates' owner reads them again.
+// state (the caller mutes what they report). In a fleet, history folds into
+// this member's aggregates by its own minute, and only where that minute
+// is still open here: the member that read it first published the minutes
+// it had closed, and left the others (it publishes no open minute when it
+// stops), so the new owner of its partitions folds them whole.
 func (en *Engine) Replay(e *event.Event) {
 	en.mu.Lock()
 	defer en.mu.Unlock()
@@ -138,35 +140,30 @@ func (en *Engine) observe(e *event.Event) {
 	}
 	en.advance(ms, int(en.services.id(e.Service)))
 	// The per-service detectors read minutes of the aggregates (folded here,
-	// judged when the minute closes: detect/aggregates.go); history
-	// replayed in a fleet is not folded again.
-	minute, src, fold := floorDiv(en.clock, 60000), en.source(e), !en.history
+	// judged when the minute closes: detect/aggregates.go).
+	minute, src := floorDiv(en.clock, 60000), en.source(e)
+	if en.history {
+		minute = floorDiv(ms, 60000)
+	}
+	f := &en.agg.fold
 	switch e.Kind {
 	case event.KindValidate, event.KindIntrospect:
 		en.replay.observe(e, ms)
-		if fold {
-			en.rotation.observeValidation(e, ms, minute, src, &en.agg.fold)
-			if e.Kind == event.KindValidate {
-				en.skew.observe(e, ms, minute, src, &en.agg.fold)
-			}
+		en.rotation.observeValidation(e, ms, minute, src, f)
+		if e.Kind == event.KindValidate {
+			en.skew.observe(e, ms, minute, src, f)
 		}
 	case event.KindRefresh:
 		en.refresh.observe(e, ms)
-		if fold {
-			// By the event's own minute: the clock's minute moves in
-			// steps, and would pile one client's steady refreshes into
-			// one minute now and then (a false rate anomaly).
-			en.rate.observe(e, ms, floorDiv(ms, 60000), src, &en.agg.fold)
-		}
+		// By the event's own minute: the clock's minute moves in steps,
+		// and would pile one client's steady refreshes into one minute now
+		// and then (a false rate anomaly).
+		en.rate.observe(e, ms, floorDiv(ms, 60000), src, f)
 	case event.KindIssue:
 		en.refresh.observeIssue(e, ms)
-		if fold {
-			en.rotation.observeIssue(e, ms, minute, src, &en.agg.fold)
-		}
+		en.rotation.observeIssue(e, ms, minute, src, f)
 	case event.KindKeyRotate:
-		if fold {
-			en.rotation.observeRotate(e, ms, minute, src, &en.agg.fold)
-		}
+		en.rotation.observeRotate(e, ms, minute, src, f)
 	}
 }
 
