@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/tokenwatch/tokenwatch/config"
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/finding"
@@ -135,6 +137,26 @@ func TestFleetOnUnkeyedInputFindsEachPerKeyIncidentOnce(t *testing.T) {
 	deadline = time.Now().Add(2 * time.Minute)
 	for redelivered() < float64(keyedTotal) && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
+	}
+	// Every partial aggregate again (as after a member's crash between
+	// publishing and committing): each is a copy its dest's owner drops.
+	aggCounter := func(outcome string) float64 {
+		var n float64
+		for _, a := range analyzers {
+			n += metricValue(t, a.reg, `tokenwatch_aggregate_partials_total{outcome="`+outcome+`"}`)
+		}
+		return n
+	}
+	dupsBefore, lateBefore := aggCounter("duplicate"), aggCounter("late")
+	copied := republishAggregatePartials(t, h.brokers, cc.Fleet.KeyedTopic, 6)
+	if copied < 6*6*20 {
+		t.Fatalf("the keyed topic holds %d partial aggregates, want one per partition and dest per minute of the 20-minute traffic", copied)
+	}
+	for aggCounter("duplicate")-dupsBefore < float64(copied) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if d, l := aggCounter("duplicate")-dupsBefore, aggCounter("late")-lateBefore; d != float64(copied) || l != 0 {
+		t.Errorf("of %d partial aggregates delivered again, %v were dropped as copies and %v counted late; want every one a copy", copied, d, l)
 	}
 	time.Sleep(time.Second) // and nothing more than that
 	for _, a := range analyzers {
@@ -519,4 +541,51 @@ func TestCopiesOnTwoRawPartitionsReadByTwoIngestMembersAreJudgedOnce(t *testing.
 	if g, w := got, want; !slices.Equal(g, w) {
 		t.Errorf("per-key findings differ from analyze's on the events sent once:\n fleet:   %v\n analyze: %v", g, w)
 	}
+}
+
+// republishAggregatePartials writes every partial aggregate the keyed
+// topic holds again, to its partition, and returns how many.
+func republishAggregatePartials(t *testing.T, brokers []string, topic string, partitions int) int {
+	t.Helper()
+	var msgs []kafka.Message
+	for p := range partitions {
+		conn, err := kafka.DialLeader(context.Background(), "tcp", brokers[0], topic, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := conn.ReadLastOffset()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Seek(0, kafka.SeekAbsolute); err != nil {
+			t.Fatal(err)
+		}
+		for off := int64(0); off < last; {
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			b := conn.ReadBatch(1, 10<<20)
+			for {
+				m, err := b.ReadMessage()
+				if err != nil {
+					break
+				}
+				off = m.Offset + 1
+				for _, hd := range m.Headers {
+					if hd.Key == rekey.HeaderKind && string(hd.Value) == rekey.KindAggregatePartial {
+						msgs = append(msgs, kafka.Message{Partition: p, Value: m.Value, Headers: m.Headers})
+					}
+				}
+			}
+			if err := b.Close(); err != nil && off < last {
+				t.Fatal(err)
+			}
+		}
+		conn.Close()
+	}
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll,
+		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { return m.Partition })}
+	defer w.Close()
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	return len(msgs)
 }
