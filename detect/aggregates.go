@@ -132,6 +132,9 @@ type folding struct {
 	global int32
 	destOf func(scope, id string) int32
 	names  map[string]string // see intern
+	// the minute the last event fell in (closeUpTo forgets it)
+	lastKey srcMinute
+	last    *openMinute
 }
 
 type srcMinute struct {
@@ -150,11 +153,15 @@ type openMinute struct {
 
 func (f *folding) minute(src int32, m int64) *openMinute {
 	k := srcMinute{src, m}
+	if f.last != nil && f.lastKey == k {
+		return f.last // most events fall in the minute of the one before
+	}
 	om := f.open[k]
 	if om == nil {
 		om = &openMinute{skew: map[string]*SkewService{}}
 		f.open[k] = om
 	}
+	f.lastKey, f.last = k, om
 	return om
 }
 
@@ -321,6 +328,7 @@ func (f *folding) closeUpTo(until int64, out func([]Partial)) {
 	if sources == nil {
 		sources = []int32{0}
 	}
+	f.last = nil
 	var batch []Partial
 	for ; f.next < until; f.next++ {
 		for _, src := range sources {

@@ -65,7 +65,7 @@ func New(reg prometheus.Registerer) *Pipeline {
 		}, []string{"topic"}),
 		PartialView: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tokenwatch_detectors_partial_view",
-			Help: "1 when this fleet analyze member reads only a share of the keyed partitions, so the detector kind (per service, kid or client state) judges a sample of the events; 0 when it reads them all.",
+			Help: "1 when the detector kind (per service, kid or client state) of this fleet analyze member judges only the events of its share of the keyed partitions; 0 when it judges every partition's (the per-minute aggregates merged by their owners: every kind today).",
 		}, []string{"kind"}),
 		MergeIdle: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tokenwatch_event_time_idle_partitions", Help: "Partitions excluded from the watermark because they delivered nothing for pipeline.partition_idle_timeout.",
