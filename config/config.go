@@ -91,6 +91,10 @@ type ClickHouse struct {
 	RetryInitial      time.Duration `yaml:"retry_initial"`
 	RetryMax          time.Duration `yaml:"retry_max"`
 	Compression       string        `yaml:"compression"` // none, lz4, zstd, gzip
+	// Cluster names the ClickHouse cluster (remote_servers) to migrate ON
+	// CLUSTER: ReplicatedMergeTree tables with Distributed tables over
+	// them (docs/scaling.md). Empty: one node.
+	Cluster string `yaml:"cluster"`
 }
 
 // Redaction configures the guard that keeps raw credentials out.

@@ -62,6 +62,9 @@ func (c *Config) Validate() error {
 	if err := oneOf("clickhouse.compression", ch.Compression, "none", "lz4", "zstd", "gzip"); err != nil {
 		return err
 	}
+	if ch.Cluster != "" && !regexp.MustCompile(`^[A-Za-z0-9_.-]+$`).MatchString(ch.Cluster) {
+		return fmt.Errorf("clickhouse.cluster: want the cluster's name from remote_servers (letters, digits, '_', '.', '-'), got %q", ch.Cluster)
+	}
 	if ch.TTLDays < 0 {
 		return fmt.Errorf("clickhouse.ttl_days: want 0 (keep forever) or more")
 	}

@@ -219,7 +219,7 @@ func (s *Store) InsertEvents(ctx context.Context, b *Batch) error {
 		"insert_deduplication_token":                         b.DedupToken(),
 		"deduplicate_blocks_in_dependent_materialized_views": 1,
 	}))
-	ins, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".events ("+strings.Join(eventColumns, ", ")+")")
+	ins, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.eventsTable()+" ("+strings.Join(eventColumns, ", ")+")")
 	if err != nil {
 		return fmt.Errorf("insert events: prepare: %w", err)
 	}

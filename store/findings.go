@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+
 	"github.com/tokenwatch/tokenwatch/finding"
 )
 
@@ -17,7 +19,7 @@ func (s *Store) InsertFindings(ctx context.Context, fs []finding.Finding) error 
 	if len(fs) == 0 {
 		return nil
 	}
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+`.findings (id, kind, severity, status, key, service, issuer, region,
+	b, err := s.conn.PrepareBatch(s.distributedInsert(ctx), "INSERT INTO "+s.db+`.findings (id, kind, severity, status, key, service, issuer, region,
  token_id, session_id, family_id, subject, client_id, kid, first_seen, last_seen, detected_at, closed_at, count, evidence, action, version)`)
 	if err != nil {
 		return fmt.Errorf("insert findings: prepare: %w", err)
@@ -68,7 +70,7 @@ func (s *Store) InsertRevocations(ctx context.Context, rs []Revocation) error {
 	if len(rs) == 0 {
 		return nil
 	}
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+`.revocations (revoked_at, revoke_service, target, target_id, token_id,
+	b, err := s.conn.PrepareBatch(s.distributedInsert(ctx), "INSERT INTO "+s.db+`.revocations (revoked_at, revoke_service, target, target_id, token_id,
  session_id, subject, family_id, service, residual_acceptances, lag_s, first_rejection_s, propagated, propagation_s, revoke_propagated, truncated)`)
 	if err != nil {
 		return fmt.Errorf("insert revocations: prepare: %w", err)
@@ -84,4 +86,17 @@ func (s *Store) InsertRevocations(ctx context.Context, rs []Revocation) error {
 		return fmt.Errorf("insert revocations (%d): %w", len(rs), err)
 	}
 	return nil
+}
+
+// distributedInsert: on a cluster, findings and revocations are written
+// through their Distributed tables, whose sharding key keeps every version
+// of a finding (every row of a revoke) on one shard for FINAL; with
+// distributed_foreground_insert the INSERT returns only once each shard has
+// its rows, so offsets are committed after ClickHouse has them. A retried
+// batch of these ReplacingMergeTree tables replaces itself.
+func (s *Store) distributedInsert(ctx context.Context) context.Context {
+	if s.cluster == "" {
+		return ctx
+	}
+	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"distributed_foreground_insert": 1}))
 }

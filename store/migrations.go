@@ -8,13 +8,27 @@ type migration struct {
 	version int
 	name    string
 	stmts   []string
+	// distributed are the Distributed tables a cluster gets over the local
+	// tables this version creates (docs/scaling.md).
+	distributed []distributed
 }
 
-// {db} and {ttl} are replaced when migrating; {ttl} is empty when events are
-// kept forever.
+// distributed is one Distributed table over table_local, rows spread by
+// shardKey: the key keeps the rows a ReplacingMergeTree replaces on one
+// shard, so FINAL sees them together.
+type distributed struct {
+	table, shardKey string
+}
+
+// The statements are templates (Store.expand): {db}, {ttl}, {ttl_minute}
+// and {ttl_revocations} (empty when kept forever); and for a cluster
+// (clickhouse.cluster) {on_cluster}, {local t} (t, or t_local on a cluster),
+// {engine t E(args)} (E, or ReplicatedE with its Keeper path on a cluster),
+// {dedup_window}, and {cluster_only} at the start of a statement only a
+// cluster runs.
 var migrations = []migration{
 	{1, "events table", []string{`
-CREATE TABLE IF NOT EXISTS {db}.events (
+CREATE TABLE IF NOT EXISTS {db}.{local events}{on_cluster} (
     ts                DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
     kind              LowCardinality(String),
     outcome           LowCardinality(String),
@@ -60,13 +74,14 @@ CREATE TABLE IF NOT EXISTS {db}.events (
     INDEX idx_family family_id TYPE bloom_filter(0.01) GRANULARITY 4,
     PROJECTION p_offsets (SELECT topic, partition, max(offset) GROUP BY topic, partition)
 )
-ENGINE = MergeTree
+ENGINE = {engine events MergeTree}
 PARTITION BY toDate(ts)
 ORDER BY (service, kind, toStartOfHour(ts), session_id, ts)
 {ttl}
-SETTINGS non_replicated_deduplication_window = 10000, deduplicate_merge_projection_mode = 'rebuild'`}},
+SETTINGS {dedup_window}, deduplicate_merge_projection_mode = 'rebuild'`},
+		[]distributed{{"events", "cityHash64(session_id)"}}},
 	{2, "per-minute SLIs", []string{`
-CREATE TABLE IF NOT EXISTS {db}.sli_minute (
+CREATE TABLE IF NOT EXISTS {db}.{local sli_minute}{on_cluster} (
     minute          DateTime('UTC'),
     service         LowCardinality(String),
     issuer          LowCardinality(String),
@@ -82,12 +97,12 @@ CREATE TABLE IF NOT EXISTS {db}.sli_minute (
     token_bytes_q   AggregateFunction(quantilesTDigest(0.5, 0.95), UInt32),
     token_bytes_max SimpleAggregateFunction(max, UInt32)
 )
-ENGINE = AggregatingMergeTree
+ENGINE = {engine sli_minute AggregatingMergeTree}
 PARTITION BY toDate(minute)
 ORDER BY (service, issuer, region, minute, kind, outcome)
 {ttl_minute}
-SETTINGS non_replicated_deduplication_window = 10000`, `
-CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.sli_minute_mv TO {db}.sli_minute AS
+SETTINGS {dedup_window}`, `
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.sli_minute_mv{on_cluster} TO {db}.{local sli_minute} AS
 SELECT
     toStartOfMinute(ts) AS minute,
     service, issuer, region, kind, outcome,
@@ -100,10 +115,11 @@ SELECT
     quantilesTDigestStateIf(0.5, 0.95, 0.99)(latency_ms, isFinite(latency_ms)) AS latency_q,
     quantilesTDigestStateIf(0.5, 0.95)(token_bytes, token_bytes > 0) AS token_bytes_q,
     max(token_bytes) AS token_bytes_max
-FROM {db}.events
-GROUP BY minute, service, issuer, region, kind, outcome`}},
+FROM {db}.{local events}
+GROUP BY minute, service, issuer, region, kind, outcome`},
+		[]distributed{{"sli_minute", "cityHash64(service, issuer, region)"}}},
 	{3, "revocations", []string{`
-CREATE TABLE IF NOT EXISTS {db}.revocations (
+CREATE TABLE IF NOT EXISTS {db}.{local revocations}{on_cluster} (
     revoked_at           DateTime64(3, 'UTC'),
     revoke_service       LowCardinality(String),
     target               LowCardinality(String),
@@ -121,12 +137,13 @@ CREATE TABLE IF NOT EXISTS {db}.revocations (
     revoke_propagated    Bool,
     stored_at            DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = ReplacingMergeTree(stored_at)
+ENGINE = {engine revocations ReplacingMergeTree(stored_at)}
 PARTITION BY toDate(revoked_at)
 ORDER BY (revoked_at, target, target_id, service)
-{ttl_revocations}`}},
+{ttl_revocations}`},
+		[]distributed{{"revocations", "cityHash64(target, target_id)"}}},
 	{4, "findings", []string{`
-CREATE TABLE IF NOT EXISTS {db}.findings (
+CREATE TABLE IF NOT EXISTS {db}.{local findings}{on_cluster} (
     id          String,
     kind        LowCardinality(String),
     severity    LowCardinality(String),
@@ -151,10 +168,11 @@ CREATE TABLE IF NOT EXISTS {db}.findings (
     version     UInt64,
     stored_at   DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = ReplacingMergeTree(version)
-ORDER BY (kind, id)`}},
+ENGINE = {engine findings ReplacingMergeTree(version)}
+ORDER BY (kind, id)`},
+		[]distributed{{"findings", "cityHash64(kind, id)"}}},
 	{5, "per-minute views of M4, M8 and M10", []string{`
-CREATE VIEW IF NOT EXISTS {db}.revocations_minute AS
+CREATE VIEW IF NOT EXISTS {db}.revocations_minute{on_cluster} AS
 SELECT
     toStartOfMinute(revoked_at) AS minute,
     revoke_service AS service,
@@ -170,18 +188,19 @@ FROM (
     GROUP BY revoked_at, revoke_service, target, target_id
 )
 GROUP BY minute, service`, `
-CREATE VIEW IF NOT EXISTS {db}.findings_minute AS
+CREATE VIEW IF NOT EXISTS {db}.findings_minute{on_cluster} AS
 SELECT
     toStartOfMinute(first_seen) AS minute,
     service, issuer, region, kind,
     count() AS findings
 FROM {db}.findings FINAL
-GROUP BY minute, service, issuer, region, kind`}},
+GROUP BY minute, service, issuer, region, kind`}, nil},
 	{6, "revocations: truncated results", []string{`
-ALTER TABLE {db}.revocations ADD COLUMN IF NOT EXISTS truncated Bool DEFAULT false AFTER revoke_propagated`}},
+ALTER TABLE {db}.{local revocations}{on_cluster} ADD COLUMN IF NOT EXISTS truncated Bool DEFAULT false AFTER revoke_propagated`, `{cluster_only}
+ALTER TABLE {db}.revocations{on_cluster} ADD COLUMN IF NOT EXISTS truncated Bool DEFAULT false AFTER revoke_propagated`}, nil},
 	// The event time a partition's stored events reached, read at each
 	// rebuild: from this projection, not a scan. Parts written before it
 	// are answered from their rows (correct, slower) until merged.
 	{7, "events: event time per partition", []string{`
-ALTER TABLE {db}.events ADD PROJECTION IF NOT EXISTS p_event_time (SELECT topic, partition, max(ts) GROUP BY topic, partition)`}},
+ALTER TABLE {db}.{local events}{on_cluster} ADD PROJECTION IF NOT EXISTS p_event_time (SELECT topic, partition, max(ts) GROUP BY topic, partition)`}, nil},
 }

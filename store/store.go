@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -23,6 +24,9 @@ type Store struct {
 	conn driver.Conn
 	db   string
 	ttl  int
+	// cluster (clickhouse.cluster): tables are ReplicatedMergeTree on
+	// every node with Distributed tables over them (docs/scaling.md).
+	cluster string
 }
 
 // Open connects and pings. The database need not exist yet (Migrate makes it).
@@ -71,7 +75,7 @@ func Open(ctx context.Context, c config.ClickHouse) (*Store, error) {
 		conn.Close()
 		return nil, fmt.Errorf("clickhouse %s: ping: %w", strings.Join(c.Addr, ","), err)
 	}
-	return &Store{conn: conn, db: c.Database, ttl: c.TTLDays}, nil
+	return &Store{conn: conn, db: c.Database, ttl: c.TTLDays, cluster: c.Cluster}, nil
 }
 
 // TLSConfig builds a client TLS config from the config's files.
@@ -108,14 +112,14 @@ func (s *Store) Conn() driver.Conn { return s.conn }
 func (s *Store) Database() string { return s.db }
 
 // Migrate creates the database and brings the schema to the newest version.
-// It returns the versions it applied (none when already current).
+// It returns the versions it applied (none when already current). With a
+// cluster every statement runs ON CLUSTER.
 func (s *Store) Migrate(ctx context.Context) ([]string, error) {
-	if err := s.conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+s.db); err != nil {
+	boot := s.bootstrap()
+	if err := s.conn.Exec(ctx, boot[0]); err != nil {
 		return nil, fmt.Errorf("migrate: create database %s: %w", s.db, err)
 	}
-	if err := s.conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+s.db+`.schema_migrations (
-    version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3))
-ENGINE = ReplacingMergeTree(applied_at) ORDER BY version`); err != nil {
+	if err := s.conn.Exec(ctx, boot[1]); err != nil {
 		return nil, fmt.Errorf("migrate: schema_migrations: %w", err)
 	}
 	have := map[int]bool{}
@@ -137,8 +141,8 @@ ENGINE = ReplacingMergeTree(applied_at) ORDER BY version`); err != nil {
 		if have[m.version] {
 			continue
 		}
-		for _, stmt := range m.stmts {
-			if err := s.conn.Exec(ctx, s.expand(stmt)); err != nil {
+		for _, stmt := range s.migration(m) {
+			if err := s.conn.Exec(ctx, stmt); err != nil {
 				return applied, fmt.Errorf("migrate: version %d (%s): %w", m.version, m.name, err)
 			}
 		}
@@ -148,6 +152,68 @@ ENGINE = ReplacingMergeTree(applied_at) ORDER BY version`); err != nil {
 		applied = append(applied, fmt.Sprintf("%d %s", m.version, m.name))
 	}
 	return applied, nil
+}
+
+// bootstrap is the database and the table of applied versions. On a
+// cluster the versions table is replicated to every node of every shard
+// (one Keeper path without {shard}), so any node tells what was applied.
+func (s *Store) bootstrap() []string {
+	if s.cluster == "" {
+		return []string{"CREATE DATABASE IF NOT EXISTS " + s.db, `CREATE TABLE IF NOT EXISTS ` + s.db + `.schema_migrations (
+    version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3))
+ENGINE = ReplacingMergeTree(applied_at) ORDER BY version`}
+	}
+	on := s.onCluster()
+	return []string{"CREATE DATABASE IF NOT EXISTS " + s.db + on, `CREATE TABLE IF NOT EXISTS ` + s.db + `.schema_migrations` + on + ` (
+    version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3))
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/` + s.db + `/schema_migrations', '{replica}', applied_at) ORDER BY version`}
+}
+
+// Statements are every statement Migrate runs on an empty database with
+// config c, in order (docs/scaling.md says how the cluster's were checked).
+func Statements(c config.ClickHouse) []string {
+	s := &Store{db: c.Database, ttl: c.TTLDays, cluster: c.Cluster}
+	return s.statements()
+}
+
+func (s *Store) statements() []string {
+	out := s.bootstrap()
+	for _, m := range migrations {
+		out = append(out, s.migration(m)...)
+	}
+	return out
+}
+
+// migration is one version's statements for this store's layout.
+func (s *Store) migration(m migration) []string {
+	var out []string
+	for _, stmt := range m.stmts {
+		if strings.HasPrefix(stmt, "{cluster_only}") {
+			if s.cluster == "" {
+				continue
+			}
+			stmt = strings.TrimPrefix(stmt, "{cluster_only}")
+		}
+		out = append(out, s.expand(stmt))
+	}
+	if s.cluster != "" {
+		for _, d := range m.distributed {
+			out = append(out, fmt.Sprintf("\nCREATE TABLE IF NOT EXISTS %s.%s%s AS %s.%s_local\nENGINE = Distributed(%s, %s, %s_local, %s)",
+				s.db, d.table, s.onCluster(), s.db, d.table, quote(s.cluster), quote(s.db), d.table, d.shardKey))
+		}
+	}
+	return out
+}
+
+func (s *Store) onCluster() string {
+	if s.cluster == "" {
+		return ""
+	}
+	return " ON CLUSTER " + quote(s.cluster)
+}
+
+func quote(v string) string {
+	return "'" + strings.ReplaceAll(strings.ReplaceAll(v, `\`, `\\`), "'", `\'`) + "'"
 }
 
 // SchemaVersion is the newest version Migrate knows.
@@ -161,6 +227,47 @@ func (s *Store) expand(stmt string) string {
 		ttlMinute = fmt.Sprintf("TTL minute + INTERVAL %d DAY", max(s.ttl, 400))
 		ttlRev = fmt.Sprintf("TTL toDateTime(revoked_at) + INTERVAL %d DAY", max(s.ttl, 400))
 	}
-	r := strings.NewReplacer("{db}", s.db, "{ttl}", ttl, "{ttl_minute}", ttlMinute, "{ttl_revocations}", ttlRev)
+	dedup := "non_replicated_deduplication_window = 10000"
+	if s.cluster != "" {
+		dedup = "replicated_deduplication_window = 10000"
+	}
+	stmt = localRE.ReplaceAllStringFunc(stmt, func(m string) string {
+		t := localRE.FindStringSubmatch(m)[1]
+		if s.cluster != "" {
+			return t + "_local"
+		}
+		return t
+	})
+	stmt = engineRE.ReplaceAllStringFunc(stmt, func(m string) string {
+		g := engineRE.FindStringSubmatch(m)
+		table, engine, args := g[1], g[2], g[4]
+		if s.cluster == "" {
+			return g[2] + g[3]
+		}
+		path := fmt.Sprintf("'/clickhouse/tables/{shard}/%s/%s_local', '{replica}'", s.db, table)
+		if args != "" {
+			path += ", " + args
+		}
+		return "Replicated" + engine + "(" + path + ")"
+	})
+	r := strings.NewReplacer("{db}", s.db, "{ttl}", ttl, "{ttl_minute}", ttlMinute, "{ttl_revocations}", ttlRev,
+		"{on_cluster}", s.onCluster(), "{dedup_window}", dedup)
 	return r.Replace(stmt)
+}
+
+var (
+	localRE  = regexp.MustCompile(`\{local (\w+)\}`)
+	engineRE = regexp.MustCompile(`\{engine (\w+) (\w+)(\(([^)]*)\))?\}`)
+)
+
+// eventsTable is where events are written: on a cluster the local table of
+// the node the client reached (ClickHouse's advice for heavy inserts: no
+// second hop through a Distributed table's queue; the batch's dedup token
+// protects it there, and the materialized view fills the same node's
+// sli_minute_local). Reads go through the Distributed table.
+func (s *Store) eventsTable() string {
+	if s.cluster != "" {
+		return s.db + ".events_local"
+	}
+	return s.db + ".events"
 }

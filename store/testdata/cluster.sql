@@ -1,0 +1,189 @@
+CREATE DATABASE IF NOT EXISTS tokenwatch ON CLUSTER 'tokenwatch';
+
+CREATE TABLE IF NOT EXISTS tokenwatch.schema_migrations ON CLUSTER 'tokenwatch' (
+    version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3))
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/tokenwatch/schema_migrations', '{replica}', applied_at) ORDER BY version;
+
+CREATE TABLE IF NOT EXISTS tokenwatch.events_local ON CLUSTER 'tokenwatch' (
+    ts                DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    kind              LowCardinality(String),
+    outcome           LowCardinality(String),
+    service           LowCardinality(String),
+    issuer            LowCardinality(String),
+    region            LowCardinality(String),
+    token_id          String CODEC(ZSTD(1)),
+    session_id        String CODEC(ZSTD(1)),
+    subject           String CODEC(ZSTD(1)),
+    client_id         LowCardinality(String),
+    token_type        LowCardinality(String),
+    family_id         String CODEC(ZSTD(1)),
+    parent_token_id   String CODEC(ZSTD(1)),
+    audience          LowCardinality(String),
+    expected_audience LowCardinality(String),
+    kid               LowCardinality(String),
+    prev_kid          LowCardinality(String),
+    iat               DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    exp               DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    latency_ms        Float32 CODEC(Gorilla, ZSTD(1)),
+    token_bytes       UInt32 CODEC(T64, ZSTD(1)),
+    ip                IPv6 CODEC(ZSTD(1)),
+    asn               UInt32 CODEC(T64, ZSTD(1)),
+    country           LowCardinality(String),
+    device            String CODEC(ZSTD(1)),
+    binding           LowCardinality(String),
+    binding_ok        Int8,
+    http_status       UInt16 CODEC(T64, ZSTD(1)),
+    target            LowCardinality(String),
+    reason            LowCardinality(String),
+    cache_ttl_s       Int32 CODEC(T64, ZSTD(1)),
+    request_id        String CODEC(ZSTD(1)),
+    trace_id          String CODEC(ZSTD(1)),
+    extra             Map(String, String) CODEC(ZSTD(1)),
+    redacted          Array(LowCardinality(String)),
+    topic             LowCardinality(String),
+    partition         UInt16,
+    offset            UInt64 CODEC(Delta, ZSTD(1)),
+    record            UInt32 CODEC(T64, ZSTD(1)),
+    INDEX idx_session session_id TYPE bloom_filter(0.01) GRANULARITY 4,
+    INDEX idx_token token_id TYPE bloom_filter(0.01) GRANULARITY 4,
+    INDEX idx_request request_id TYPE bloom_filter(0.01) GRANULARITY 4,
+    INDEX idx_family family_id TYPE bloom_filter(0.01) GRANULARITY 4,
+    PROJECTION p_offsets (SELECT topic, partition, max(offset) GROUP BY topic, partition)
+)
+ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tokenwatch/events_local', '{replica}')
+PARTITION BY toDate(ts)
+ORDER BY (service, kind, toStartOfHour(ts), session_id, ts)
+TTL toDateTime(ts) + INTERVAL 30 DAY
+SETTINGS replicated_deduplication_window = 10000, deduplicate_merge_projection_mode = 'rebuild';
+
+CREATE TABLE IF NOT EXISTS tokenwatch.events ON CLUSTER 'tokenwatch' AS tokenwatch.events_local
+ENGINE = Distributed('tokenwatch', 'tokenwatch', events_local, cityHash64(session_id));
+
+CREATE TABLE IF NOT EXISTS tokenwatch.sli_minute_local ON CLUSTER 'tokenwatch' (
+    minute          DateTime('UTC'),
+    service         LowCardinality(String),
+    issuer          LowCardinality(String),
+    region          LowCardinality(String),
+    kind            LowCardinality(String),
+    outcome         LowCardinality(String),
+    events          SimpleAggregateFunction(sum, UInt64),
+    rejections_401  SimpleAggregateFunction(sum, UInt64),
+    latency_count   SimpleAggregateFunction(sum, UInt64),
+    latency_sum_ms  SimpleAggregateFunction(sum, Float64),
+    latency_le_50ms SimpleAggregateFunction(sum, UInt64),
+    latency_q       AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float32),
+    token_bytes_q   AggregateFunction(quantilesTDigest(0.5, 0.95), UInt32),
+    token_bytes_max SimpleAggregateFunction(max, UInt32)
+)
+ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/tokenwatch/sli_minute_local', '{replica}')
+PARTITION BY toDate(minute)
+ORDER BY (service, issuer, region, minute, kind, outcome)
+TTL minute + INTERVAL 400 DAY
+SETTINGS replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS tokenwatch.sli_minute_mv ON CLUSTER 'tokenwatch' TO tokenwatch.sli_minute_local AS
+SELECT
+    toStartOfMinute(ts) AS minute,
+    service, issuer, region, kind, outcome,
+    count() AS events,
+    countIf(kind IN ('validate', 'introspect') AND (http_status = 401 OR (http_status = 0 AND outcome IN
+        ('expired', 'not_yet_valid', 'bad_signature', 'unknown_kid', 'bad_audience', 'bad_issuer', 'revoked', 'malformed', 'reused')))) AS rejections_401,
+    countIf(isFinite(latency_ms)) AS latency_count,
+    sumIf(toFloat64(latency_ms), isFinite(latency_ms)) AS latency_sum_ms,
+    countIf(isFinite(latency_ms) AND latency_ms <= 50) AS latency_le_50ms,
+    quantilesTDigestStateIf(0.5, 0.95, 0.99)(latency_ms, isFinite(latency_ms)) AS latency_q,
+    quantilesTDigestStateIf(0.5, 0.95)(token_bytes, token_bytes > 0) AS token_bytes_q,
+    max(token_bytes) AS token_bytes_max
+FROM tokenwatch.events_local
+GROUP BY minute, service, issuer, region, kind, outcome;
+
+CREATE TABLE IF NOT EXISTS tokenwatch.sli_minute ON CLUSTER 'tokenwatch' AS tokenwatch.sli_minute_local
+ENGINE = Distributed('tokenwatch', 'tokenwatch', sli_minute_local, cityHash64(service, issuer, region));
+
+CREATE TABLE IF NOT EXISTS tokenwatch.revocations_local ON CLUSTER 'tokenwatch' (
+    revoked_at           DateTime64(3, 'UTC'),
+    revoke_service       LowCardinality(String),
+    target               LowCardinality(String),
+    target_id            String,
+    token_id             String,
+    session_id           String,
+    subject              String,
+    family_id            String,
+    service              LowCardinality(String),
+    residual_acceptances UInt32,
+    lag_s                Float64,
+    first_rejection_s    Float64,
+    propagated           Bool,
+    propagation_s        Float64,
+    revoke_propagated    Bool,
+    stored_at            DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tokenwatch/revocations_local', '{replica}', stored_at)
+PARTITION BY toDate(revoked_at)
+ORDER BY (revoked_at, target, target_id, service)
+TTL toDateTime(revoked_at) + INTERVAL 400 DAY;
+
+CREATE TABLE IF NOT EXISTS tokenwatch.revocations ON CLUSTER 'tokenwatch' AS tokenwatch.revocations_local
+ENGINE = Distributed('tokenwatch', 'tokenwatch', revocations_local, cityHash64(target, target_id));
+
+CREATE TABLE IF NOT EXISTS tokenwatch.findings_local ON CLUSTER 'tokenwatch' (
+    id          String,
+    kind        LowCardinality(String),
+    severity    LowCardinality(String),
+    status      LowCardinality(String),
+    key         String,
+    service     LowCardinality(String),
+    issuer      LowCardinality(String),
+    region      LowCardinality(String),
+    token_id    String,
+    session_id  String,
+    family_id   String,
+    subject     String,
+    client_id   LowCardinality(String),
+    kid         LowCardinality(String),
+    first_seen  DateTime64(3, 'UTC'),
+    last_seen   DateTime64(3, 'UTC'),
+    detected_at DateTime64(3, 'UTC'),
+    closed_at   DateTime64(3, 'UTC'),
+    count       UInt64,
+    evidence    String CODEC(ZSTD(3)),
+    action      String,
+    version     UInt64,
+    stored_at   DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tokenwatch/findings_local', '{replica}', version)
+ORDER BY (kind, id);
+
+CREATE TABLE IF NOT EXISTS tokenwatch.findings ON CLUSTER 'tokenwatch' AS tokenwatch.findings_local
+ENGINE = Distributed('tokenwatch', 'tokenwatch', findings_local, cityHash64(kind, id));
+
+CREATE VIEW IF NOT EXISTS tokenwatch.revocations_minute ON CLUSTER 'tokenwatch' AS
+SELECT
+    toStartOfMinute(revoked_at) AS minute,
+    revoke_service AS service,
+    count() AS revokes,
+    countIf(revoke_propagated) AS propagated,
+    countIf(NOT revoke_propagated) AS not_propagated,
+    quantileIf(0.95)(propagation_s, revoke_propagated) AS propagation_p95_s,
+    max(propagation_s) AS propagation_max_s
+FROM (
+    SELECT revoked_at, revoke_service, target, target_id,
+           any(revoke_propagated) AS revoke_propagated, any(propagation_s) AS propagation_s
+    FROM tokenwatch.revocations FINAL
+    GROUP BY revoked_at, revoke_service, target, target_id
+)
+GROUP BY minute, service;
+
+CREATE VIEW IF NOT EXISTS tokenwatch.findings_minute ON CLUSTER 'tokenwatch' AS
+SELECT
+    toStartOfMinute(first_seen) AS minute,
+    service, issuer, region, kind,
+    count() AS findings
+FROM tokenwatch.findings FINAL
+GROUP BY minute, service, issuer, region, kind;
+
+ALTER TABLE tokenwatch.revocations_local ON CLUSTER 'tokenwatch' ADD COLUMN IF NOT EXISTS truncated Bool DEFAULT false AFTER revoke_propagated;
+
+ALTER TABLE tokenwatch.revocations ON CLUSTER 'tokenwatch' ADD COLUMN IF NOT EXISTS truncated Bool DEFAULT false AFTER revoke_propagated;
+
+ALTER TABLE tokenwatch.events_local ON CLUSTER 'tokenwatch' ADD PROJECTION IF NOT EXISTS p_event_time (SELECT topic, partition, max(ts) GROUP BY topic, partition);
