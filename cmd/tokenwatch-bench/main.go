@@ -153,6 +153,16 @@ func run(n, partitions int) error {
 		return err
 	}
 
+	// The fleet line (docs/scaling.md): 1, 2 and 3 replicas.
+	var fleet []phase
+	for r := 1; r <= 3; r++ {
+		p, err := runFleet(ctx, c, r, partitions, n, quiet)
+		if err != nil {
+			return err
+		}
+		fleet = append(fleet, p)
+	}
+
 	// End to end into the ClickHouse engine.
 	eng, err := chdb.Open(chdb.Options{Logger: quiet})
 	if err != nil {
@@ -190,7 +200,7 @@ func run(n, partitions int) error {
 		return fmt.Errorf("stored size: %q: %w", out, err)
 	}
 	fmt.Printf("\n%-44s %12s %14s %16s\n", "phase", "events/s", "CPU ns/event", "wall")
-	for _, p := range []phase{base, own, ing, ana, e2e} {
+	for _, p := range append([]phase{base, own, ing, ana}, append(fleet, e2e)...) {
 		fmt.Printf("%-44s %12.0f %14.0f %16s\n", p.name, p.rate(), p.cpuPerEvent(), p.wall.Round(time.Millisecond))
 	}
 	fmt.Printf("\nratios (same run):\n")
@@ -200,6 +210,8 @@ func run(n, partitions int) error {
 	rekey := ing.cpuPerEvent() + ana.cpuPerEvent() - own.cpuPerEvent()
 	fmt.Printf("  re-keying's own CPU per event / kafka-go       %.2fx  (fleet stages together minus the single process: %.2f µs/event)\n",
 		rekey/base.cpuPerEvent(), rekey/1000)
+	fmt.Printf("  fleet CPU per event, 2 and 3 replicas / 1      %.2fx, %.2fx  (flat: the work per event does not grow with replicas)\n",
+		fleet[1].cpuPerEvent()/fleet[0].cpuPerEvent(), fleet[2].cpuPerEvent()/fleet[0].cpuPerEvent())
 	fmt.Printf("  stored bytes per event                         %.1f B  (target <= 32 B)\n", float64(bytes)/float64(max(rows, 1)))
 	fmt.Printf("  peak RSS                                       %.0f MiB\n", float64(peakRSS())/(1<<20))
 	return nil
@@ -308,38 +320,105 @@ func runPipeline(ctx context.Context, c config.Config, group string, st pipeline
 // runStage runs one pipeline (role: "" for the single process, or a fleet
 // stage) until it has stored (acknowledged) n events.
 func runStage(ctx context.Context, c config.Config, role, name, group string, st pipeline.StoreReplayer, n int, log *slog.Logger) (phase, error) {
+	runtime.GC()
+	start, c0 := time.Now(), cpu()
+	s, err := startStage(ctx, c, role, group, st, log)
+	if err != nil {
+		return phase{}, err
+	}
+	defer s.stop()
+	deadline := time.Now().Add(10 * time.Minute)
+	for s.built.Pipeline.Stats().Stored < int64(n) {
+		if time.Now().After(deadline) {
+			return phase{}, fmt.Errorf("%s: stored only %d of %d", group, s.built.Pipeline.Stats().Stored, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return phase{name: name, wall: time.Since(start), cpu: cpu() - c0, n: n}, nil
+}
+
+// stage is one running pipeline and its consumer group member.
+type stage struct {
+	built *pipeline.Built
+	stop  func()
+}
+
+func startStage(ctx context.Context, c config.Config, role, group string, st pipeline.StoreReplayer, log *slog.Logger) (*stage, error) {
 	c.Kafka.GroupID = group
 	reg := prometheus.NewRegistry()
 	built, err := pipeline.BuildStage(c, role, st, reg, log)
 	if err != nil {
-		return phase{}, err
+		return nil, err
 	}
-	defer built.Close()
 	g, err := consumer.New(c.Kafka, nil, built.Metrics, log)
 	if err != nil {
-		return phase{}, err
+		built.Close()
+		return nil, err
 	}
 	built.Pipeline.SetAcker(g)
-	runtime.GC()
 	pctx, pcancel := context.WithCancel(ctx)
-	defer pcancel()
 	gctx, gcancel := context.WithCancel(ctx)
-	defer gcancel()
 	pdone, gdone := make(chan struct{}), make(chan struct{})
-	start, c0 := time.Now(), cpu()
 	go func() { defer close(pdone); _ = built.Pipeline.Run(pctx) }()
 	go func() { defer close(gdone); _ = g.Run(gctx, built.Pipeline) }()
+	return &stage{built: built, stop: func() {
+		gcancel()
+		<-gdone
+		pcancel()
+		<-pdone
+		built.Close()
+	}}, nil
+}
+
+// runFleet runs replicas replicas the way `tokenwatch run` with a keyed
+// topic does (each an ingest and an analyze stage, in two consumer groups)
+// until the ingest members have stored n events and the analyze members
+// have taken n: the events/s and the CPU per event of the whole fleet. On
+// two cores more replicas do not raise the rate; a CPU cost per event that
+// stays flat as replicas are added is the sign that it scales on more cores.
+// The wall time includes the groups' joins.
+func runFleet(ctx context.Context, c config.Config, replicas, partitions, n int, log *slog.Logger) (phase, error) {
+	fc := c
+	fc.Fleet.KeyedTopic, fc.Fleet.KeyedPartitions = fmt.Sprintf("bench-keyed-%d", replicas), partitions
+	fc.Fleet.AnalyzeGroupID = fmt.Sprintf("bench-fleet%d-analyze", replicas)
+	if err := rekey.EnsureTopic(ctx, &kafka.Dialer{}, c.Kafka.Brokers, rekey.TopicConfig{Name: fc.Fleet.KeyedTopic, Partitions: partitions,
+		ReplicationFactor: -1, Retention: time.Hour}, log); err != nil {
+		return phase{}, err
+	}
+	ac := fc
+	ac.Kafka.Topics, ac.Kafka.Format = []string{fc.Fleet.KeyedTopic}, "json"
+	runtime.GC()
+	start, c0 := time.Now(), cpu()
+	var ingest, analyze []*stage
+	defer func() {
+		for _, s := range append(ingest, analyze...) {
+			s.stop()
+		}
+	}()
+	for range replicas {
+		s, err := startStage(ctx, fc, config.RoleIngest, fmt.Sprintf("bench-fleet%d-ingest", replicas), discard{}, log)
+		if err != nil {
+			return phase{}, err
+		}
+		ingest = append(ingest, s)
+		a, err := startStage(ctx, ac, config.RoleAnalyze, fc.Fleet.AnalyzeGroupID, discard{}, log)
+		if err != nil {
+			return phase{}, err
+		}
+		analyze = append(analyze, a)
+	}
+	stored := func(ss []*stage) (sum int64) {
+		for _, s := range ss {
+			sum += s.built.Pipeline.Stats().Stored
+		}
+		return sum
+	}
 	deadline := time.Now().Add(10 * time.Minute)
-	for built.Pipeline.Stats().Stored < int64(n) {
+	for stored(ingest) < int64(n) || stored(analyze) < int64(n) {
 		if time.Now().After(deadline) {
-			return phase{}, fmt.Errorf("%s: stored only %d of %d", group, built.Pipeline.Stats().Stored, n)
+			return phase{}, fmt.Errorf("fleet of %d: ingest stored %d, analyze took %d of %d", replicas, stored(ingest), stored(analyze), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	p := phase{name: name, wall: time.Since(start), cpu: cpu() - c0, n: n}
-	gcancel()
-	<-gdone
-	pcancel()
-	<-pdone
-	return p, nil
+	return phase{name: fmt.Sprintf("fleet, %d replica(s), both stages each", replicas), wall: time.Since(start), cpu: cpu() - c0, n: n}, nil
 }
