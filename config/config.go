@@ -120,6 +120,10 @@ type Pipeline struct {
 	// into the detectors when this member takes over partitions, after a
 	// restart or a rebalance; 0 turns the rebuild off.
 	RebuildWindow time.Duration `yaml:"rebuild_window"`
+	// RebuildMaxEvents bounds the events one rebuild replays from
+	// ClickHouse: when the window holds more, it replays the latest this
+	// many (the detectors' state tables bound the memory either way).
+	RebuildMaxEvents int `yaml:"rebuild_max_events"`
 	// PartitionIdleTimeout: a partition that delivered nothing for this
 	// long (wall clock) stops holding back the event-time watermark of the
 	// merged partitions.
@@ -222,6 +226,7 @@ func Default() Config {
 			RevocationHorizon:    10 * time.Minute,
 			LabelCap:             200,
 			RebuildWindow:        30 * time.Minute,
+			RebuildMaxEvents:     5_000_000,
 			PartitionIdleTimeout: 5 * time.Second,
 			MergeBuffer:          100_000,
 			DedupWindow:          10 * time.Minute,

@@ -98,6 +98,9 @@ func (c *Config) Validate() error {
 	if p.RebuildWindow < 0 {
 		return fmt.Errorf("pipeline.rebuild_window: want 0 (off) or a positive duration")
 	}
+	if p.RebuildMaxEvents < 1 {
+		return fmt.Errorf("pipeline.rebuild_max_events: want at least 1 (default 5000000)")
+	}
 	if p.PartitionIdleTimeout <= 0 {
 		return fmt.Errorf("pipeline.partition_idle_timeout: want a positive duration (default 5s)")
 	}

@@ -209,7 +209,7 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 	p, err := New(Config{
 		BatchRows: c.ClickHouse.BatchRows, BatchInterval: c.ClickHouse.BatchInterval,
 		MaxPendingBatches: c.ClickHouse.MaxPendingBatches, RetryInitial: c.ClickHouse.RetryInitial,
-		RetryMax: c.ClickHouse.RetryMax, LabelCap: c.Pipeline.LabelCap, RebuildWindow: rebuild,
+		RetryMax: c.ClickHouse.RetryMax, LabelCap: c.Pipeline.LabelCap, RebuildWindow: rebuild, RebuildMaxEvents: c.Pipeline.RebuildMaxEvents,
 		EventTime: eventtime.Config{IdleTimeout: c.Pipeline.PartitionIdleTimeout, MaxBuffered: c.Pipeline.MergeBuffer,
 			Lateness: c.Pipeline.Lateness, MaxAhead: maxAhead},
 		KeyedPartitions: keyedPartitions,

@@ -94,6 +94,13 @@ type Replayer interface {
 	ReplayEvents(ctx context.Context, topic string, partitions []int32, since time.Time, fn func(*event.Event)) (int, error)
 }
 
+// BoundedReplayer is an optional part of a Replayer: where a replay of at
+// most max events from since must start (since, or later when the window
+// holds more), and how many the window holds.
+type BoundedReplayer interface {
+	ReplayStart(ctx context.Context, topic string, partitions []int32, since time.Time, max int) (time.Time, int, error)
+}
+
 // Muter is an optional part of a MessageDecoder whose records carry more
 // than events (the fleet's partial results): muted while a rebuild decodes
 // history.
@@ -140,6 +147,9 @@ type Config struct {
 	// RebuildWindow is how much stored history is replayed into the
 	// detectors when partitions are taken over (0: no rebuild).
 	RebuildWindow time.Duration
+	// RebuildMaxEvents bounds one rebuild's replay: the latest this many
+	// events of the window (0: the whole window).
+	RebuildMaxEvents int
 	// ShutdownGrace bounds how long a stop waits for ClickHouse to take the
 	// last batch (default 2m).
 	ShutdownGrace time.Duration
@@ -511,11 +521,28 @@ func (p *Pipeline) rebuild(ctx context.Context, topic string, partitions []int32
 		low = time.Time{}
 	}
 	low = p.straightTo(low)
+	if b, ok := p.o.Replayer.(BoundedReplayer); ok && p.cfg.RebuildMaxEvents > 0 {
+		from, total, err := b.ReplayStart(ctx, topic, partitions, since, p.cfg.RebuildMaxEvents)
+		if err != nil {
+			return fmt.Errorf("rebuild state of %s %v: %w", topic, partitions, err)
+		}
+		if from.After(since) {
+			p.o.Log.Warn("the rebuild window holds more events than pipeline.rebuild_max_events: replaying the latest of them",
+				"topic", topic, "partitions", partitions, "in_window", total, "replayed", p.cfg.RebuildMaxEvents, "window_from", since, "from", from)
+			since = from
+		}
+	}
 	now := time.Now()
 	var merged int
+	lastLog, seen := time.Now(), 0
 	n, err := p.o.Replayer.ReplayEvents(ctx, topic, partitions, since, func(e *event.Event) {
 		if p.replayOne(eventtime.Partition{Topic: topic, Partition: e.Src.Partition}, e, low, now) {
 			merged++
+		}
+		if seen++; seen%4096 == 0 && time.Since(lastLog) >= 5*time.Second {
+			lastLog = time.Now()
+			p.o.Log.Info("rebuilding detector state from ClickHouse", "topic", topic, "partitions", partitions,
+				"events", seen, "reached", e.TS, "took", time.Since(start).Round(time.Second))
 		}
 	})
 	p.merge.Advance(now)

@@ -55,6 +55,33 @@ func (s *Store) StoredEventTime(ctx context.Context, topic string, partitions []
 	return out, rows.Err()
 }
 
+// ReplayStart is where a replay of at most max events of the given
+// partitions of topic from since must start: since, or the ts of the
+// max-th latest event when the window holds more; and how many it holds.
+func (s *Store) ReplayStart(ctx context.Context, topic string, partitions []int32, since time.Time, max int) (time.Time, int, error) {
+	if len(partitions) == 0 || max <= 0 {
+		return since, 0, nil
+	}
+	parts := make([]uint16, len(partitions))
+	for i, p := range partitions {
+		parts[i] = uint16(p)
+	}
+	var total uint64
+	if err := s.conn.QueryRow(ctx, `SELECT count() FROM `+s.db+`.events WHERE topic = ? AND partition IN (?) AND ts >= fromUnixTimestamp64Milli(?)`,
+		topic, parts, since.UnixMilli()).Scan(&total); err != nil {
+		return since, 0, fmt.Errorf("replay start: %w", err)
+	}
+	if total <= uint64(max) {
+		return since, int(total), nil
+	}
+	var ms int64
+	if err := s.conn.QueryRow(ctx, `SELECT toUnixTimestamp64Milli(ts) FROM `+s.db+`.events WHERE topic = ? AND partition IN (?) AND ts >= fromUnixTimestamp64Milli(?)
+ORDER BY ts DESC LIMIT 1 OFFSET ?`, topic, parts, since.UnixMilli(), uint64(max-1)).Scan(&ms); err != nil {
+		return since, int(total), fmt.Errorf("replay start: %w", err)
+	}
+	return time.UnixMilli(ms).UTC(), int(total), nil
+}
+
 // ReplayEvents reads back, in ts order, the stored events of the given
 // partitions of topic with ts >= since, and hands each to fn. The pipeline
 // uses it to rebuild detector state when it takes over partitions (after a

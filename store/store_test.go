@@ -293,3 +293,31 @@ func TestPerMinuteViewsOfRevocationsAndFindings(t *testing.T) {
 		t.Fatalf("findings_minute counts %d refresh anomalies, want 1 (an update is not a new finding)", n)
 	}
 }
+
+func TestAReplayBoundedByEventsStartsAtTheLatestOfThem(t *testing.T) {
+	s := openStore(t)
+	base := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	b := store.NewBatch(100)
+	evs := sampleEvents("auth", 1, 0, 30, base) // 100 ms apart
+	for i := range evs {
+		b.Add(&evs[i])
+	}
+	if err := s.InsertEvents(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	from, total, err := s.ReplayStart(ctx, "auth", []int32{1}, base, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != 30 || !from.Equal(evs[18].TS) {
+		t.Fatalf("ReplayStart = %v, %d; want the 12th latest event's ts %v and 30 in the window", from, total, evs[18].TS)
+	}
+	n, err := s.ReplayEvents(ctx, "auth", []int32{1}, from, func(*event.Event) {})
+	if err != nil || n != 12 {
+		t.Fatalf("replayed %d (err %v), want the latest 12", n, err)
+	}
+	if from, total, err := s.ReplayStart(ctx, "auth", []int32{1}, base, 100); err != nil || total != 30 || !from.Equal(base) {
+		t.Fatalf("a window under the bound: ReplayStart = %v, %d, %v; want the window's start and 30", from, total, err)
+	}
+}

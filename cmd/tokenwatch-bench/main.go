@@ -48,6 +48,7 @@ func main() {
 	partitions := flag.Int("partitions", 6, "topic partitions")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	serveBroker := flag.Bool("serve-broker", false, "internal: run only the embedded broker and print its address")
+	rebuildSizes := flag.String("rebuild", "1000000,10000000", "events in the rebuild window for the rebuild figures (comma-separated; empty: none)")
 	flag.Parse()
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400) // as tokenwatch itself runs (cmd/tokenwatch)
@@ -71,7 +72,19 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	if err := run(*n, *partitions); err != nil {
+	var sizes []int
+	for _, f := range strings.Split(*rebuildSizes, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.Atoi(f)
+		if err != nil || v <= 0 {
+			fmt.Fprintf(os.Stderr, "tokenwatch-bench: --rebuild: %q is not a positive count of events\n", f)
+			os.Exit(2)
+		}
+		sizes = append(sizes, v)
+	}
+	if err := run(*n, *partitions, sizes); err != nil {
 		fmt.Fprintln(os.Stderr, "tokenwatch-bench:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -101,7 +114,7 @@ type phase struct {
 func (p phase) rate() float64        { return float64(p.n) / p.wall.Seconds() }
 func (p phase) cpuPerEvent() float64 { return float64(p.cpu.Nanoseconds()) / float64(p.n) }
 
-func run(n, partitions int) error {
+func run(n, partitions int, rebuildSizes []int) error {
 	ctx := context.Background()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	fmt.Printf("tokenwatch-bench: %d events, %d partitions, GOMAXPROCS=%d\n", n, partitions, runtime.GOMAXPROCS(0))
@@ -199,6 +212,17 @@ func run(n, partitions int) error {
 	if _, err := fmt.Sscan(string(out), &rows, &bytes); err != nil {
 		return fmt.Errorf("stored size: %q: %w", out, err)
 	}
+	// The rebuild from the events table (Fleet 3/4): N events in the
+	// window, replayed into the detectors as a member taking partitions
+	// over does, bounded by pipeline.rebuild_max_events.
+	var rebuilds []rebuildPhase
+	for _, size := range rebuildSizes {
+		r, err := runRebuild(ctx, c, eng, srv.Addr(), size)
+		if err != nil {
+			return err
+		}
+		rebuilds = append(rebuilds, r)
+	}
 	fmt.Printf("\n%-44s %12s %14s %16s\n", "phase", "events/s", "CPU ns/event", "wall")
 	for _, p := range append([]phase{base, own, ing, ana}, append(fleet, e2e)...) {
 		fmt.Printf("%-44s %12.0f %14.0f %16s\n", p.name, p.rate(), p.cpuPerEvent(), p.wall.Round(time.Millisecond))
@@ -214,7 +238,74 @@ func run(n, partitions int) error {
 		fleet[1].cpuPerEvent()/fleet[0].cpuPerEvent(), fleet[2].cpuPerEvent()/fleet[0].cpuPerEvent())
 	fmt.Printf("  stored bytes per event                         %.1f B  (target <= 32 B)\n", float64(bytes)/float64(max(rows, 1)))
 	fmt.Printf("  peak RSS                                       %.0f MiB\n", float64(peakRSS())/(1<<20))
+	if len(rebuilds) > 0 {
+		fmt.Printf("\nrebuild from the events table (pipeline.rebuild_max_events %d):\n", c.Pipeline.RebuildMaxEvents)
+		fmt.Printf("%-14s %10s %12s %14s %12s %14s\n", "in window", "replayed", "events/s", "CPU ns/event", "wall", "state heap")
+		for _, r := range rebuilds {
+			fmt.Printf("%-14d %10d %12.0f %14.0f %12s %11.0f MiB\n", r.window, r.n, r.rate(), r.cpuPerEvent(), r.wall.Round(time.Millisecond), float64(r.heap)/(1<<20))
+		}
+	}
 	return nil
+}
+
+type rebuildPhase struct {
+	phase
+	window int
+	heap   uint64
+}
+
+// runRebuild stores window synthetic events (30 minutes of validations,
+// issues and refreshes over 6 partitions) in a database of their own, and
+// replays them into fresh detectors the way Pipeline.rebuild does: the
+// bound first (ReplayStart), then the events in ts order. heap is what
+// the detectors' state grew by.
+func runRebuild(ctx context.Context, c config.Config, eng *chdb.Engine, addr string, window int) (rebuildPhase, error) {
+	rc := c.ClickHouse
+	rc.Addr, rc.Database = []string{addr}, "rebuild"+strconv.Itoa(window)
+	st, err := store.Open(ctx, rc)
+	if err != nil {
+		return rebuildPhase{}, err
+	}
+	defer st.Close()
+	if _, err := st.Migrate(ctx); err != nil {
+		return rebuildPhase{}, err
+	}
+	base := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	insert := fmt.Sprintf(`INSERT INTO %[1]s.events (ts, kind, outcome, service, issuer, region, token_id, session_id, subject, client_id,
+ family_id, iat, exp, latency_ms, token_bytes, topic, partition, offset, record)
+SELECT t, multiIf(number %% 16 = 0, 'issue', number %% 64 = 9, 'refresh', 'validate'), 'ok',
+ ['api', 'orders', 'billing'][number %% 3 + 1], 'https://idp.example', 'eu-west-1',
+ concat('t', toString(intDiv(number, 16))), concat('s', toString(intDiv(number, 128))),
+ concat('u', toString(intDiv(number, 128) %% 100000)), 'web', concat('f', toString(intDiv(number, 128))),
+ t, t + toIntervalMinute(15), 3.5, 900, 'bench', number %% 6, intDiv(number, 6), 0
+FROM (SELECT number, toDateTime64('%[2]s', 3, 'UTC') + toIntervalMillisecond(intDiv(number * 1800000, %[3]d)) AS t FROM numbers(%[3]d))`,
+		rc.Database, base.Format("2006-01-02 15:04:05"), window)
+	if _, err := eng.Query(insert, "TabSeparated"); err != nil {
+		return rebuildPhase{}, fmt.Errorf("rebuild: store %d events: %w", window, err)
+	}
+	stages, err := pipeline.BuildStages(c, prometheus.NewRegistry())
+	if err != nil {
+		return rebuildPhase{}, err
+	}
+	parts := []int32{0, 1, 2, 3, 4, 5}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start, c0 := time.Now(), cpu()
+	from, _, err := st.ReplayStart(ctx, "bench", parts, base, c.Pipeline.RebuildMaxEvents)
+	if err != nil {
+		return rebuildPhase{}, err
+	}
+	n, err := st.ReplayEvents(ctx, "bench", parts, from, stages.Replay)
+	if err != nil {
+		return rebuildPhase{}, err
+	}
+	p := phase{name: "rebuild", wall: time.Since(start), cpu: cpu() - c0, n: n}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(stages)
+	_ = st.Conn().Exec(ctx, "DROP DATABASE "+rc.Database)
+	return rebuildPhase{phase: p, window: window, heap: after.HeapAlloc - min(after.HeapAlloc, before.HeapAlloc)}, nil
 }
 
 // startBrokerProcess runs the embedded broker in a child process (this
