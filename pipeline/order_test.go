@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,15 +65,21 @@ func (h history) ReplayEvents(_ context.Context, _ string, _ []int32, since time
 // everything (events merged with a lateness of 1 s, a partition idle after
 // a minute, maxAhead as given), with o's collaborators; stop ends it and
 // waits for Run to return.
-func startOrderPipeline(t *testing.T, maxAhead time.Duration, o pipeline.Options) (p *pipeline.Pipeline, ctx context.Context, stop func()) {
+func startOrderPipeline(t *testing.T, maxAhead time.Duration, o pipeline.Options, edit ...func(*pipeline.Config)) (p *pipeline.Pipeline, ctx context.Context, stop func()) {
 	t.Helper()
 	o.Decoder, _ = ingest.NewDecoder(ingest.FormatJSON)
 	o.Store = &flakyStore{}
 	o.Metrics = metrics.New(prometheus.NewRegistry())
-	o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	p, err := pipeline.New(pipeline.Config{BatchRows: 1000, BatchInterval: 20 * time.Millisecond, MaxPendingBatches: 4,
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	cfg := pipeline.Config{BatchRows: 1000, BatchInterval: 20 * time.Millisecond, MaxPendingBatches: 4,
 		RetryInitial: time.Millisecond, RetryMax: time.Millisecond, LabelCap: 10, RebuildWindow: time.Hour,
-		EventTime: eventtime.Config{Lateness: time.Second, IdleTimeout: time.Minute, MaxBuffered: 100_000, MaxAhead: maxAhead}}, o)
+		EventTime: eventtime.Config{Lateness: time.Second, IdleTimeout: time.Minute, MaxBuffered: 100_000, MaxAhead: maxAhead}}
+	for _, f := range edit {
+		f(&cfg)
+	}
+	p, err := pipeline.New(cfg, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,5 +235,49 @@ func TestTheIngestStageKeepsRawPartitionsWithinMaxAheadOfEachOther(t *testing.T)
 	// median of what was pending.
 	if limit := 2*time.Second + 2*chunk*100*time.Millisecond; ahead > limit {
 		t.Errorf("the fast raw partition ran %s ahead of the slow one in the keyed topic, want at most %s", ahead, limit)
+	}
+}
+
+// boundedHistory is a history that tells where a replay of at most max
+// events must start, as the store does.
+type boundedHistory struct{ history }
+
+func (h boundedHistory) ReplayStart(_ context.Context, _ string, _ []int32, since time.Time, max int) (time.Time, int, error) {
+	var in []time.Time
+	for _, e := range h.events {
+		if !e.TS.Before(since) {
+			in = append(in, e.TS)
+		}
+	}
+	if len(in) <= max {
+		return since, len(in), nil
+	}
+	slices.SortFunc(in, func(a, b time.Time) int { return b.Compare(a) })
+	return in[max-1], len(in), nil
+}
+
+// TestARebuildReplaysAtMostRebuildMaxEventsAndSaysSo: a window holding
+// 1,000 stored events, a bound of 100: the rebuild replays the latest 100
+// and warns with how many the window held.
+func TestARebuildReplaysAtMostRebuildMaxEventsAndSaysSo(t *testing.T) {
+	stored, _ := partitionEvents(0, t0, 100*time.Millisecond, 1000)
+	rec := &orderRecorder{}
+	var logs syncBuffer
+	p, ctx, stop := startOrderPipeline(t, 0, pipeline.Options{Replayer: boundedHistory{history{stored}}, Observers: []pipeline.Observer{rec},
+		Log: slog.New(slog.NewTextHandler(&logs, nil))}, func(c *pipeline.Config) { c.RebuildMaxEvents = 100 })
+	if err := p.Assigned(ctx, "auth", []int32{0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Rebuild(ctx, "auth", []int32{0}); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.ts) != 100 || !rec.ts[0].Equal(stored[900].TS) {
+		t.Fatalf("replayed %d events from %v, want the latest 100 (from %v)", len(rec.ts), rec.ts[0], stored[900].TS)
+	}
+	if l := logs.String(); !strings.Contains(l, "rebuild_max_events") || !strings.Contains(l, "in_window=1000") {
+		t.Errorf("no warning naming the bound and the 1000 events in the window:\n%s", l)
 	}
 }
