@@ -1,24 +1,24 @@
-// Package aggregate closes per-minute partial aggregates from several
-// sources into one view, for the state no key of the keyed topic owns (per
+// Package aggregate closes partial aggregates of time slices (detect's are
+// 10 s) from several sources into one view, for the state no key of the keyed topic owns (per
 // service, kid, client or subject: docs/fleet.md, "Aggregates").
 //
 // Each analyze member folds the events of each keyed partition it owns into
-// one partial per minute (counts and samples, never the events themselves)
+// one partial per slice (counts and samples, never the events themselves)
 // and sends it to the one member that owns the aggregate. That owner merges
-// the partials of a minute and hands the merged minute to the detectors, in
-// minute order, once every source has reported it, or once it has waited
+// the partials of a slice and hands the merged slice to the detectors, in
+// slice order, once every source has reported it, or once it has waited
 // long enough for a source that never does.
 //
-// A partial's identity is (source, minute), where the source is the keyed
+// A partial's identity is (source, slice), where the source is the keyed
 // partition, not the member: a partition's partial is the same whichever
 // member folded it, so a member that took a partition over and folded its
 // history again sends a copy, not a second contribution. Seq (the events
 // folded in) tells a copy (same or lower) from a fuller partial of the same
-// minute (higher: it replaces the other while the minute is open).
+// slice (higher: it replaces the other while the slice is open).
 //
 // Kafka Streams does this with a windowed aggregation after a repartition;
 // there is no such library for Go, and the closing rule (every source, in
-// minute order) is what makes a fleet's answer equal one process's.
+// slice order) is what makes a fleet's answer equal one process's.
 package aggregate
 
 import (
@@ -26,11 +26,11 @@ import (
 	"time"
 )
 
-// Partial is what one source saw of the aggregates in one minute.
+// Partial is what one source saw of the aggregates in one slice.
 type Partial[B any] struct {
 	Source int32  `json:"source"` // the keyed partition (0 in one process)
 	Dest   int32  `json:"dest"`   // the keyed partition whose owner merges it (0 in one process)
-	Minute int64  `json:"minute"` // Unix minutes
+	Slice  int64  `json:"slice"`  // Unix time / the slice length (detect: 10 s)
 	Seq    uint64 `json:"seq"`    // events folded in: a higher one supersedes
 	Member string `json:"member,omitempty"`
 	Body   B      `json:"body"`
@@ -39,12 +39,12 @@ type Partial[B any] struct {
 	Replayed bool `json:"-"`
 }
 
-// Closed is one minute, merged: every source's partial, by source.
+// Closed is one slice, merged: every source's partial, by source.
 type Closed[B any] struct {
-	Minute int64
-	Parts  []Partial[B]
+	Slice int64
+	Parts []Partial[B]
 	// Missing counts the sources that had not reported when the wait ran
-	// out (0 when the minute closed complete).
+	// out (0 when the slice closed complete).
 	Missing int
 	// Replayed: every partial was read again while rebuilding.
 	Replayed bool
@@ -54,55 +54,55 @@ type Closed[B any] struct {
 type Outcome int
 
 const (
-	Merged    Outcome = iota // new: part of its minute
+	Merged    Outcome = iota // new: part of its slice
 	Duplicate                // a copy (same or lower seq) of one already held: changes nothing
-	Late                     // its minute had closed without it: counted, the caller decides
+	Late                     // its slice had closed without it: counted, the caller decides
 )
 
-// Closer holds the open minutes of one aggregate owner. Not safe for
+// Closer holds the open slices of one aggregate owner. Not safe for
 // concurrent use.
 type Closer[B any] struct {
 	sources int
 	wait    time.Duration
-	open    map[int64]*minute[B]
-	closed  int64 // the latest closed minute (0: none yet)
-	// reported is each source's latest minute: a source that reported a
-	// later minute has nothing more to say about an earlier one (its
+	open    map[int64]*slice[B]
+	closed  int64 // the latest closed slice (0: none yet)
+	// reported is each source's latest slice: a source that reported a
+	// later slice has nothing more to say about an earlier one (its
 	// member started after it, or had sent it).
 	reported map[int32]int64
-	// seqs of the partials of closed minutes, kept retain minutes, so a copy
+	// seqs of the partials of closed slices, kept retain slices, so a copy
 	// read again later is told from a late partial.
-	seen   map[srcMinute]uint64
+	seen   map[srcSlice]uint64
 	retain int64
 
 	Duplicates, LateParts, Incomplete uint64
 }
 
-type srcMinute struct {
-	src    int32
-	minute int64
+type srcSlice struct {
+	src   int32
+	slice int64
 }
 
-type minute[B any] struct {
+type slice[B any] struct {
 	parts map[int32]Partial[B]
 	since time.Time // wall clock: when its first partial arrived
 }
 
 // NewCloser is for sources sources (the keyed topic's partitions, or 1);
-// a minute that lacks a source's partial for wait (wall clock) closes
-// without it. Copies are recognised for retain minutes after their minute
+// a slice that lacks a source's partial for wait (wall clock) closes
+// without it. Copies are recognised for retain slices after their slice
 // closed (at least the rebuild window, so a member rebuilding sends copies,
 // not late partials).
-func NewCloser[B any](sources int, wait time.Duration, retain time.Duration) *Closer[B] {
-	return &Closer[B]{sources: max(sources, 1), wait: wait, open: map[int64]*minute[B]{}, reported: map[int32]int64{},
-		seen: map[srcMinute]uint64{}, retain: max(int64(retain/time.Minute), 1)}
+func NewCloser[B any](sources int, wait time.Duration, retain int64) *Closer[B] {
+	return &Closer[B]{sources: max(sources, 1), wait: wait, open: map[int64]*slice[B]{}, reported: map[int32]int64{},
+		seen: map[srcSlice]uint64{}, retain: max(retain, 1)}
 }
 
 // Add takes one partial, received at now (wall clock).
 func (c *Closer[B]) Add(p Partial[B], now time.Time) Outcome {
-	k := srcMinute{p.Source, p.Minute}
-	c.reported[p.Source] = max(c.reported[p.Source], p.Minute)
-	if p.Minute <= c.closed {
+	k := srcSlice{p.Source, p.Slice}
+	c.reported[p.Source] = max(c.reported[p.Source], p.Slice)
+	if p.Slice <= c.closed {
 		if seq, ok := c.seen[k]; ok && p.Seq <= seq {
 			c.Duplicates++
 			return Duplicate
@@ -111,17 +111,17 @@ func (c *Closer[B]) Add(p Partial[B], now time.Time) Outcome {
 		c.seen[k] = p.Seq
 		return Late
 	}
-	m := c.open[p.Minute]
+	m := c.open[p.Slice]
 	if m == nil {
-		m = &minute[B]{parts: map[int32]Partial[B]{}, since: now}
-		c.open[p.Minute] = m
+		m = &slice[B]{parts: map[int32]Partial[B]{}, since: now}
+		c.open[p.Slice] = m
 	}
 	if old, ok := m.parts[p.Source]; ok {
 		if p.Seq <= old.Seq {
 			c.Duplicates++
 			return Duplicate
 		}
-		// A fuller partial of the same minute: it was folded from more of
+		// A fuller partial of the same slice: it was folded from more of
 		// the partition's events (a member that rebuilt more than the last
 		// one had read). The replayed mark stays only if both were replays.
 		p.Replayed = p.Replayed && old.Replayed
@@ -130,11 +130,11 @@ func (c *Closer[B]) Add(p Partial[B], now time.Time) Outcome {
 	return Merged
 }
 
-// Ready closes the minutes that can close at now, oldest first: a minute
-// closes when every source has reported it (or a later minute), or when it
-// has waited long enough, and never before an earlier open minute.
+// Ready closes the slices that can close at now, oldest first: a slice
+// closes when every source has reported it (or a later slice), or when it
+// has waited long enough, and never before an earlier open slice.
 func (c *Closer[B]) Ready(now time.Time) []Closed[B] {
-	return c.close(func(k int64, m *minute[B]) bool {
+	return c.close(func(k int64, m *slice[B]) bool {
 		return c.everySourcePast(k) || now.Sub(m.since) >= c.wait
 	})
 }
@@ -151,19 +151,19 @@ func (c *Closer[B]) everySourcePast(k int64) bool {
 	return true
 }
 
-// Flush closes every open minute (the input ended).
-func (c *Closer[B]) Flush() []Closed[B] { return c.close(func(int64, *minute[B]) bool { return true }) }
+// Flush closes every open slice (the input ended).
+func (c *Closer[B]) Flush() []Closed[B] { return c.close(func(int64, *slice[B]) bool { return true }) }
 
-// Pending counts the open minutes.
+// Pending counts the open slices.
 func (c *Closer[B]) Pending() int { return len(c.open) }
 
-// Drop forgets every open minute (this member no longer owns the
+// Drop forgets every open slice (this member no longer owns the
 // aggregates: their new owner reads the partials again).
 func (c *Closer[B]) Drop() {
 	clear(c.open)
 }
 
-func (c *Closer[B]) close(ready func(int64, *minute[B]) bool) []Closed[B] {
+func (c *Closer[B]) close(ready func(int64, *slice[B]) bool) []Closed[B] {
 	if len(c.open) == 0 {
 		return nil
 	}
@@ -178,11 +178,11 @@ func (c *Closer[B]) close(ready func(int64, *minute[B]) bool) []Closed[B] {
 		if !ready(k, m) {
 			break
 		}
-		cl := Closed[B]{Minute: k, Missing: c.missing(k), Replayed: true}
+		cl := Closed[B]{Slice: k, Missing: c.missing(k), Replayed: true}
 		for _, p := range m.parts {
 			cl.Parts = append(cl.Parts, p)
 			cl.Replayed = cl.Replayed && p.Replayed
-			c.seen[srcMinute{p.Source, k}] = p.Seq
+			c.seen[srcSlice{p.Source, k}] = p.Seq
 		}
 		slices.SortFunc(cl.Parts, func(a, b Partial[B]) int { return int(a.Source - b.Source) })
 		if cl.Missing > 0 {
@@ -193,14 +193,14 @@ func (c *Closer[B]) close(ready func(int64, *minute[B]) bool) []Closed[B] {
 		c.closed = k
 	}
 	for sm := range c.seen {
-		if sm.minute < c.closed-c.retain {
+		if sm.slice < c.closed-c.retain {
 			delete(c.seen, sm)
 		}
 	}
 	return out
 }
 
-// missing counts the sources that have reported neither minute k nor a
+// missing counts the sources that have reported neither slice k nor a
 // later one.
 func (c *Closer[B]) missing(k int64) int {
 	n := c.sources - len(c.reported)

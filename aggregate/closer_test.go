@@ -6,7 +6,7 @@ import (
 )
 
 func part(src int32, minute int64, seq uint64, body int) Partial[int] {
-	return Partial[int]{Source: src, Minute: minute, Seq: seq, Body: body}
+	return Partial[int]{Source: src, Slice: minute, Seq: seq, Body: body}
 }
 
 func sum(c Closed[int]) int {
@@ -18,7 +18,7 @@ func sum(c Closed[int]) int {
 }
 
 func TestAMinuteClosesWhenEverySourceReportedItInMinuteOrder(t *testing.T) {
-	c := NewCloser[int](3, time.Minute, time.Hour)
+	c := NewCloser[int](3, time.Minute, 60)
 	t0 := time.Unix(0, 0)
 	c.Add(part(0, 10, 5, 5), t0)
 	c.Add(part(1, 10, 2, 2), t0)
@@ -32,18 +32,18 @@ func TestAMinuteClosesWhenEverySourceReportedItInMinuteOrder(t *testing.T) {
 	// and 11 waits for its partial of 11.
 	c.Add(part(2, 10, 3, 3), t0)
 	ten := c.Ready(t0)
-	if len(ten) != 1 || ten[0].Minute != 10 || sum(ten[0]) != 10 || ten[0].Missing != 0 {
+	if len(ten) != 1 || ten[0].Slice != 10 || sum(ten[0]) != 10 || ten[0].Missing != 0 {
 		t.Fatalf("want minute 10 alone, summing 5+2+3 with no source missing, got %+v", ten)
 	}
 	c.Add(part(2, 11, 4, 4), t0)
 	eleven := c.Ready(t0)
-	if len(eleven) != 1 || eleven[0].Minute != 11 || sum(eleven[0]) != 5 {
+	if len(eleven) != 1 || eleven[0].Slice != 11 || sum(eleven[0]) != 5 {
 		t.Fatalf("want minute 11 summing 1+0+4, got %+v", eleven)
 	}
 }
 
 func TestACopyOfAPartialChangesNothingAndALateOneIsCounted(t *testing.T) {
-	c := NewCloser[int](2, time.Minute, time.Hour)
+	c := NewCloser[int](2, time.Minute, 60)
 	t0 := time.Unix(0, 0)
 	if o := c.Add(part(0, 10, 5, 5), t0); o != Merged {
 		t.Fatalf("first partial: %v", o)
@@ -77,7 +77,7 @@ func TestACopyOfAPartialChangesNothingAndALateOneIsCounted(t *testing.T) {
 }
 
 func TestAMinuteMissingASourceClosesAfterTheWait(t *testing.T) {
-	c := NewCloser[int](2, time.Minute, time.Hour)
+	c := NewCloser[int](2, time.Minute, 60)
 	t0 := time.Unix(0, 0)
 	c.Add(part(0, 10, 1, 1), t0)
 	if got := c.Ready(t0.Add(59 * time.Second)); len(got) != 0 {
@@ -90,7 +90,7 @@ func TestAMinuteMissingASourceClosesAfterTheWait(t *testing.T) {
 }
 
 func TestAMinuteOfReplayedPartialsClosesReplayed(t *testing.T) {
-	c := NewCloser[int](2, time.Minute, time.Hour)
+	c := NewCloser[int](2, time.Minute, 60)
 	t0 := time.Unix(0, 0)
 	a, b := part(0, 10, 1, 1), part(1, 10, 1, 1)
 	a.Replayed, b.Replayed = true, true

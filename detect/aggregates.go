@@ -11,20 +11,20 @@ import (
 	"github.com/tokenwatch/tokenwatch/finding"
 )
 
-// Aggregates is one minute of one source's events, as the detectors whose
+// Aggregates is one 10-second slice (sliceMS) of one source's events, as the detectors whose
 // state no key owns read them (per service: the clock-skew detector). In one
 // process the engine folds every event into one source's partials and
 // merges them itself; in a fleet each analyze member folds the keyed
 // partitions it owns, and the member owning the aggregates merges every
 // partition's partials (docs/fleet.md, "Aggregates"). Either way the
-// detectors judge closed minutes, so a fleet finds what one process finds.
+// detectors judge closed slices, so a fleet finds what one process finds.
 type Aggregates struct {
-	Skew     []SkewService   `json:"skew,omitempty"`
-	Rotation *RotationMinute `json:"rotation,omitempty"`
-	Rate     []RateCount     `json:"rate,omitempty"`
+	Skew     []SkewService  `json:"skew,omitempty"`
+	Rotation *RotationSlice `json:"rotation,omitempty"`
+	Rate     []RateCount    `json:"rate,omitempty"`
 }
 
-// RateCount is one client's or subject's refreshes in one minute, with the
+// RateCount is one client's or subject's refreshes in one slice, with the
 // service, issuer and region of its latest (a finding names them).
 type RateCount struct {
 	Scope   string `json:"scope"` // client or subject
@@ -38,17 +38,17 @@ type RateCount struct {
 
 type rateKey struct{ scope, id string }
 
-// RotationMinute is one minute of what the key-rotation detector reads:
+// RotationSlice is one slice of what the key-rotation detector reads:
 // the kids announced (by an issue, a key_rotate or a successful
 // validation: real keys), the rotations, and the signature failures
 // grouped by service, kid, issuer, region, outcome and 10-second bucket.
-type RotationMinute struct {
+type RotationSlice struct {
 	Announced []KidSeen      `json:"announced,omitempty"`
 	Rotations []RotationSeen `json:"rotations,omitempty"`
 	Failures  []FailureGroup `json:"failures,omitempty"`
 }
 
-// KidSeen is a kid announced, first at TS (Unix ms) in its minute.
+// KidSeen is a kid announced, first at TS (Unix ms) in its slice.
 type KidSeen struct {
 	Kid string `json:"kid"`
 	TS  int64  `json:"ts"`
@@ -91,10 +91,10 @@ func (k failureKey) String() string {
 	return k.service + "\x00" + k.kid + "\x00" + k.issuer + "\x00" + k.region + "\x00" + string(k.outcome)
 }
 
-// Partial is one source's Aggregates for one minute.
+// Partial is one source's Aggregates for one slice, for one dest.
 type Partial = aggregate.Partial[Aggregates]
 
-// SkewService is one service's validations in one minute, for the clock-skew
+// SkewService is one service's validations in one slice, for the clock-skew
 // detector: how many, and the near-boundary rejections among them with the
 // latest skewSamples of their offsets.
 type SkewService struct {
@@ -115,11 +115,11 @@ type SkewSample struct {
 	Issuer string  `json:"issuer,omitempty"`
 }
 
-// folding builds the partials of the minutes not yet closed at this member,
+// folding builds the partials of the slices not yet closed at this member,
 // per source.
 type folding struct {
-	open map[srcMinute]*openMinute
-	// next is the first minute not yet closed here (0: none seen yet).
+	open map[srcSlice]*openSlice
+	// next is the first slice not yet closed here (0: none seen yet).
 	next int64
 	// sources this member folds: the keyed partitions it owns in a fleet
 	// (none until assigned); nil in one process, whose only source is 0.
@@ -132,17 +132,17 @@ type folding struct {
 	global int32
 	destOf func(scope, id string) int32
 	names  map[string]string // see intern
-	// the minute the last event fell in (closeUpTo forgets it)
-	lastKey srcMinute
-	last    *openMinute
+	// the slice the last event fell in (closeUpTo forgets it)
+	lastKey srcSlice
+	last    *openSlice
 }
 
-type srcMinute struct {
-	src    int32
-	minute int64
+type srcSlice struct {
+	src   int32
+	slice int64
 }
 
-type openMinute struct {
+type openSlice struct {
 	seq       uint64
 	skew      map[string]*SkewService
 	announced map[string]int64
@@ -151,21 +151,21 @@ type openMinute struct {
 	rate      map[rateKey]*RateCount
 }
 
-func (f *folding) minute(src int32, m int64) *openMinute {
-	k := srcMinute{src, m}
+func (f *folding) slice(src int32, m int64) *openSlice {
+	k := srcSlice{src, m}
 	if f.last != nil && f.lastKey == k {
-		return f.last // most events fall in the minute of the one before
+		return f.last // most events fall in the slice of the one before
 	}
 	om := f.open[k]
 	if om == nil {
-		om = &openMinute{skew: map[string]*SkewService{}}
+		om = &openSlice{skew: map[string]*SkewService{}}
 		f.open[k] = om
 	}
 	f.lastKey, f.last = k, om
 	return om
 }
 
-// closed says whether minute m has closed here (a late event's).
+// closed says whether slice m has closed here (a late event's).
 func (f *folding) closed(m int64) bool { return f.next != 0 && m < f.next }
 
 // foldRate counts one refresh for its client's and its subject's rate.
@@ -173,7 +173,7 @@ func (f *folding) foldRate(src int32, m int64, scope, id string, e *event.Event,
 	if f.closed(m) {
 		return
 	}
-	om := f.minute(src, m)
+	om := f.slice(src, m)
 	if om.rate == nil {
 		om.rate = map[rateKey]*RateCount{}
 	}
@@ -192,7 +192,7 @@ func (f *folding) foldRate(src int32, m int64, scope, id string, e *event.Event,
 }
 
 // intern keeps one copy of the few service, issuer and region names the
-// open minutes repeat in every entry.
+// open slices repeat in every entry.
 func (f *folding) intern(s string) string {
 	if s == "" {
 		return ""
@@ -213,7 +213,7 @@ func (f *folding) foldAnnounce(src int32, m int64, kid string, ms int64) {
 	if kid == "" || f.closed(m) {
 		return
 	}
-	om := f.minute(src, m)
+	om := f.slice(src, m)
 	om.seq++
 	if om.announced == nil {
 		om.announced = map[string]int64{}
@@ -227,7 +227,7 @@ func (f *folding) foldRotation(src int32, m int64, r RotationSeen) {
 	if f.closed(m) {
 		return
 	}
-	om := f.minute(src, m)
+	om := f.slice(src, m)
 	om.seq++
 	r.Kid, r.PrevKid, r.Issuer, r.Service = strings.Clone(r.Kid), strings.Clone(r.PrevKid), strings.Clone(r.Issuer), strings.Clone(r.Service)
 	om.rotations = append(om.rotations, r)
@@ -237,7 +237,7 @@ func (f *folding) foldFailure(src int32, m int64, e *event.Event, ms int64) {
 	if f.closed(m) {
 		return
 	}
-	om := f.minute(src, m)
+	om := f.slice(src, m)
 	om.seq++
 	k := failureKey{e.Service, e.Kid, e.Issuer, e.Region, e.Outcome, ms / (failureBucketS * 1000)}
 	if om.failures == nil {
@@ -256,9 +256,9 @@ func (f *folding) foldFailure(src int32, m int64, e *event.Event, ms int64) {
 // foldSkew counts one validation for the clock-skew detector.
 func (f *folding) foldSkew(src int32, m int64, e *event.Event, ms int64, offset float64, near bool) bool {
 	if f.closed(m) {
-		return false // its minute closed here: late (counted by the engine)
+		return false // its slice closed here: late (counted by the engine)
 	}
-	om := f.minute(src, m)
+	om := f.slice(src, m)
 	om.seq++
 	s := om.skew[e.Service]
 	if s == nil {
@@ -293,31 +293,39 @@ func (s *SkewService) trim() {
 	}
 }
 
-// maxCatchUp is how many minutes a member reports one by one after its
+// maxCatchUp is how many slices a member reports one by one after its
 // clock jumped (an idle member's, after a long quiet): past it, it reports
 // from the latest on, which tells the owner the same (nothing to say).
-const maxCatchUp = 60
+const maxCatchUp = 360
 
-// closeUpTo ends every minute before until at this member: for each source,
+// sliceMS is the length of the slices the aggregates are folded, sent and
+// judged in: 10 s, so a finding waits at most a slice (and the lateness)
+// for its slice to close; the detectors keep their own per-minute counts.
+const sliceMS = 10_000
+
+// minuteOf is the Unix minute a slice falls in.
+func minuteOf(slice int64) int32 { return int32(floorDiv(slice*sliceMS, 60000)) }
+
+// closeUpTo ends every slice before until at this member: for each source,
 // a partial per dest, empty where the source had nothing to say to that
-// dest in a minute since the first one seen here.
+// dest in a slice since the first one seen here.
 func (f *folding) closeUpTo(until int64, out func([]Partial)) {
 	first := f.next
 	for k := range f.open {
-		if first == 0 || k.minute < first {
-			first = k.minute
+		if first == 0 || k.slice < first {
+			first = k.slice
 		}
 	}
 	if first == 0 {
-		// Nothing seen yet: report from the clock's minute on, so the
+		// Nothing seen yet: report from the clock's slice on, so the
 		// owner learns that this member's sources have nothing to say
-		// about the minutes before it.
+		// about the slices before it.
 		first = until - 1
 	}
 	if until-first > maxCatchUp {
 		first = until - 1
 		for k := range f.open {
-			first = min(first, max(k.minute, until-maxCatchUp))
+			first = min(first, max(k.slice, until-maxCatchUp))
 		}
 	}
 	if first >= until || (f.next != 0 && f.next >= until) {
@@ -332,7 +340,7 @@ func (f *folding) closeUpTo(until int64, out func([]Partial)) {
 	var batch []Partial
 	for ; f.next < until; f.next++ {
 		for _, src := range sources {
-			k := srcMinute{src, f.next}
+			k := srcSlice{src, f.next}
 			om := f.open[k]
 			delete(f.open, k)
 			batch = om.partials(src, f.next, f, batch)
@@ -340,7 +348,7 @@ func (f *folding) closeUpTo(until int64, out func([]Partial)) {
 	}
 	// Minutes of sources this member no longer folds.
 	for k := range f.open {
-		if k.minute < until {
+		if k.slice < until {
 			delete(f.open, k)
 		}
 	}
@@ -349,13 +357,13 @@ func (f *folding) closeUpTo(until int64, out func([]Partial)) {
 	}
 }
 
-// partials splits one source's minute by dest (om nil: nothing to say).
+// partials splits one source's slice by dest (om nil: nothing to say).
 // A partial's seq is what was folded for its dest.
-func (om *openMinute) partials(src int32, minute int64, f *folding, dst []Partial) []Partial {
+func (om *openSlice) partials(src int32, slice int64, f *folding, dst []Partial) []Partial {
 	dests := max(f.dests, 1)
 	n := len(dst)
 	for d := range dests {
-		dst = append(dst, Partial{Source: src, Dest: int32(d), Minute: minute})
+		dst = append(dst, Partial{Source: src, Dest: int32(d), Slice: slice})
 	}
 	if om == nil {
 		return dst
@@ -384,7 +392,7 @@ func (om *openMinute) partials(src int32, minute int64, f *folding, dst []Partia
 	return dst
 }
 
-func (om *openMinute) body() Aggregates {
+func (om *openSlice) body() Aggregates {
 	var a Aggregates
 	for _, s := range om.skew {
 		s.trim()
@@ -394,7 +402,7 @@ func (om *openMinute) body() Aggregates {
 	if len(om.announced)+len(om.rotations)+len(om.failures) == 0 {
 		return a
 	}
-	r := &RotationMinute{Rotations: om.rotations}
+	r := &RotationSlice{Rotations: om.rotations}
 	for kid, ts := range om.announced {
 		r.Announced = append(r.Announced, KidSeen{Kid: kid, TS: ts})
 	}
@@ -436,12 +444,12 @@ type AggregateConfig struct {
 	// DestOf is the dest of a client's or subject's refresh rate.
 	DestOf func(scope, id string) int32
 	// Wait is how long (wall clock) an owner waits for a source's partial
-	// of a minute before closing it without.
+	// of a slice before closing it without.
 	Wait time.Duration
-	// Retain: copies of closed minutes' partials are recognised this long.
+	// Retain: copies of closed slices' partials are recognised this long.
 	Retain time.Duration
 	// Publish sends a batch of this member's partials to their owners (in
-	// order: one source's partials to one dest must arrive in minute order).
+	// order: one source's partials to one dest must arrive in slice order).
 	Publish func([]Partial)
 }
 
@@ -454,13 +462,13 @@ type AggregateStats struct {
 func (a *aggregates) closer(dest int32) *aggregate.Closer[Aggregates] {
 	c := a.closers[dest]
 	if c == nil {
-		c = aggregate.NewCloser[Aggregates](a.cfg.Sources, a.cfg.Wait, a.cfg.Retain)
+		c = aggregate.NewCloser[Aggregates](a.cfg.Sources, a.cfg.Wait, int64(a.cfg.Retain/(sliceMS*time.Millisecond)))
 		a.closers[dest] = c
 	}
 	return c
 }
 
-// mutable is the book's sink, muted while replayed minutes are judged.
+// mutable is the book's sink, muted while replayed slices are judged.
 type mutable struct {
 	Sink
 	muted *bool
@@ -489,10 +497,10 @@ func (en *Engine) source(e *event.Event) int32 {
 	return e.Src.Partition
 }
 
-// closeMinutes ends this member's minutes before until: in one process
+// closeSlices ends this member's slices before until: in one process
 // they are merged and judged at once; in a fleet they go to their owners.
-// Then the minutes complete at the dests this member owns are judged.
-func (en *Engine) closeMinutes(until int64) {
+// Then the slices complete at the dests this member owns are judged.
+func (en *Engine) closeSlices(until int64) {
 	if en.agg.publish != nil {
 		en.agg.fold.closeUpTo(until, en.agg.publish)
 	} else {
@@ -520,44 +528,44 @@ func (en *Engine) judgeReady() {
 	}
 }
 
-// flushMinutes ends the input. In one process every open minute is
-// closed and judged. A fleet member publishes no minute still open (the
-// new owner of its partitions folds those minutes whole from their
-// history, which a partial of part of a minute would contradict) and
+// flushSlices ends the input. In one process every open slice is
+// closed and judged. A fleet member publishes no slice still open (the
+// new owner of its partitions folds those slices whole from their
+// history, which a partial of part of a slice would contradict) and
 // judges only the complete ones (the others' partials are read again by
 // the next owner).
-func (en *Engine) flushMinutes() {
+func (en *Engine) flushSlices() {
 	if en.agg.publish != nil {
 		return
 	}
 	last := int64(0)
 	for k := range en.agg.fold.open {
-		last = max(last, k.minute)
+		last = max(last, k.slice)
 	}
 	if last != 0 {
-		en.closeMinutes(last + 1)
+		en.closeSlices(last + 1)
 	}
 	for d, c := range en.agg.closers {
 		en.judge(d, c.Flush())
 	}
 }
 
-// judge hands a dest's closed minutes to the detectors, oldest first.
+// judge hands a dest's closed slices to the detectors, oldest first.
 func (en *Engine) judge(dest int32, closed []aggregate.Closed[Aggregates]) {
 	for _, c := range closed {
 		en.muted = c.Replayed
 		if dest == en.agg.fold.global {
-			en.skew.apply(int32(c.Minute), c.Parts)
+			en.skew.apply(minuteOf(c.Slice), c.Parts)
 			en.rotation.apply(c.Parts)
 		}
-		en.rate.apply(int32(c.Minute), c.Parts)
+		en.rate.apply(minuteOf(c.Slice), c.Parts)
 		en.muted = false
 	}
 }
 
 // SetAggregates makes the engine a member of a fleet's aggregates (one
 // process needs no call): its own partials go to cfg.Publish, one per
-// source it folds and dest per minute.
+// source it folds and dest per slice.
 func (en *Engine) SetAggregates(cfg AggregateConfig) {
 	en.mu.Lock()
 	defer en.mu.Unlock()
@@ -570,7 +578,7 @@ func (en *Engine) SetAggregates(cfg AggregateConfig) {
 
 // SetSources names the keyed partitions this member owns: it folds their
 // events, and merges the partials sent to them. An owner that loses a dest
-// forgets its open minutes: the new owner reads their partials again.
+// forgets its open slices: the new owner reads their partials again.
 func (en *Engine) SetSources(sources []int32) {
 	en.mu.Lock()
 	defer en.mu.Unlock()

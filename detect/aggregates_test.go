@@ -93,6 +93,9 @@ func (f *fleetOfEngines) observe(events []*event.Event) {
 		f.members[p.Dest/2].MergeAggregate(p)
 		f.members[p.Dest/2].MergeAggregate(p)
 	}
+	for _, m := range f.members {
+		m.Flush() // the input ended: pending updates go out
+	}
 
 }
 
@@ -306,7 +309,7 @@ func TestAMemberThatStopsMidMinuteChangesNoFinding(t *testing.T) {
 	if len(want) < 3 {
 		t.Fatalf("one engine found %v: want a clock skew, a key rotation break and a rate anomaly", want)
 	}
-	stop := at(12*time.Minute + 30*time.Second)
+	stop := at(12*time.Minute + 35*time.Second) // mid-minute, and mid-slice
 
 	f := newFleetOfEngines(t)
 	owner := map[int32]int{0: 0, 1: 0, 2: 1, 3: 1, 4: 2, 5: 2}

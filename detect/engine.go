@@ -87,7 +87,7 @@ func New(cfg Config, sink Sink, reg prometheus.Registerer) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, m: m, services: newInterner(cfg.MaxServices)}
 	e.book = newBook(&e.cfg, mutable{sink, &e.muted}, m, e.services, func() int64 { return e.clock })
-	e.agg = aggregates{fold: folding{open: map[srcMinute]*openMinute{}}, closers: map[int32]*aggregate.Closer[Aggregates]{},
+	e.agg = aggregates{fold: folding{open: map[srcSlice]*openSlice{}}, closers: map[int32]*aggregate.Closer[Aggregates]{},
 		cfg: AggregateConfig{Sources: 1, Retain: time.Hour}}
 	e.tokens = newStateTable[client](m, stateToken, cfg.MaxTokens)
 	e.families = newStateTable[familyState](m, stateFamily, cfg.MaxFamilies)
@@ -141,9 +141,9 @@ func (en *Engine) observe(e *event.Event) {
 	en.advance(ms, int(en.services.id(e.Service)))
 	// The per-service detectors read minutes of the aggregates (folded here,
 	// judged when the minute closes: detect/aggregates.go).
-	minute, src := floorDiv(en.clock, 60000), en.source(e)
+	minute, src := floorDiv(en.clock, sliceMS), en.source(e) // the slice, in fact (detect/aggregates.go)
 	if en.history {
-		minute = floorDiv(ms, 60000)
+		minute = floorDiv(ms, sliceMS)
 	}
 	f := &en.agg.fold
 	switch e.Kind {
@@ -158,7 +158,7 @@ func (en *Engine) observe(e *event.Event) {
 		// By the event's own minute: the clock's minute moves in steps,
 		// and would pile one client's steady refreshes into one minute now
 		// and then (a false rate anomaly).
-		en.rate.observe(e, ms, floorDiv(ms, 60000), src, f)
+		en.rate.observe(e, ms, floorDiv(ms, sliceMS), src, f)
 	case event.KindIssue:
 		en.refresh.observeIssue(e, ms)
 		en.rotation.observeIssue(e, ms, minute, src, f)
@@ -249,7 +249,7 @@ func (en *Engine) tick(all bool) {
 	// A minute closes once the clock is the lateness past it: the refresh
 	// rate folds by the events' own minute, which late events may still
 	// reach until then.
-	en.closeMinutes(floorDiv(now-en.cfg.AllowedLateness.Milliseconds(), 60000))
+	en.closeSlices(floorDiv(now-en.cfg.AllowedLateness.Milliseconds(), sliceMS))
 	en.tokens.expire(now)
 	en.families.expire(now)
 	en.kids.expire(now)
@@ -270,7 +270,7 @@ func (en *Engine) tick(all bool) {
 func (en *Engine) Flush() []finding.Finding {
 	en.mu.Lock()
 	defer en.mu.Unlock()
-	en.flushMinutes()
+	en.flushSlices()
 	en.tick(true)
 	return en.book.all()
 }

@@ -171,7 +171,7 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 				for _, x := range xs {
 					x.Member = member
 					if err := pub.PublishAggregate(x.Dest, x); err != nil {
-						log.Error("a partial aggregate could not be encoded", "source", x.Source, "minute", x.Minute, "err", err)
+						log.Error("a partial aggregate could not be encoded", "source", x.Source, "slice", x.Slice, "err", err)
 					}
 				}
 				pub.Mark()
@@ -181,8 +181,8 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 			if err := json.Unmarshal(v, &x); err != nil {
 				return err
 			}
-			if x.Source < 0 || int(x.Source) >= c.Fleet.KeyedPartitions || x.Dest < 0 || int(x.Dest) >= c.Fleet.KeyedPartitions || x.Minute <= 0 {
-				return fmt.Errorf("source %d, dest %d of %d partitions, minute %d", x.Source, x.Dest, c.Fleet.KeyedPartitions, x.Minute)
+			if x.Source < 0 || int(x.Source) >= c.Fleet.KeyedPartitions || x.Dest < 0 || int(x.Dest) >= c.Fleet.KeyedPartitions || x.Slice <= 0 {
+				return fmt.Errorf("source %d, dest %d of %d partitions, slice %d", x.Source, x.Dest, c.Fleet.KeyedPartitions, x.Slice)
 			}
 			stages.aggregate(x, replay)
 			return nil

@@ -47,12 +47,12 @@ type aggregateMetrics struct {
 func newAggregateMetrics(reg prometheus.Registerer) (*aggregateMetrics, error) {
 	m := &aggregateMetrics{
 		partials: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokenwatch_aggregate_partials_total",
-			Help: "Partial aggregates (one keyed partition's minute of per-service detector state) read by the member owning the aggregates, by outcome: merged; duplicate (a copy, changes nothing); late (its minute had closed: counted, not merged)."},
+			Help: "Partial aggregates (one keyed partition's 10-second slice of per-service, per-kid and per-client detector state) read by the member owning the aggregates, by outcome: merged; duplicate (a copy, changes nothing); late (its slice had closed: counted, not merged)."},
 			[]string{"outcome"}),
-		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokenwatch_aggregate_minutes_pending",
-			Help: "Minutes the aggregates' owner holds open, waiting for some keyed partition's partial."}),
-		incomplete: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwatch_aggregate_minutes_incomplete_total",
-			Help: "Minutes the aggregates' owner closed after fleet.partial_wait without every keyed partition's partial."}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokenwatch_aggregate_slices_pending",
+			Help: "Slices the aggregates' owners hold open, waiting for some keyed partition's partial."}),
+		incomplete: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwatch_aggregate_slices_incomplete_total",
+			Help: "Slices the aggregates' owners closed after fleet.partial_wait without every keyed partition's partial."}),
 	}
 	for _, o := range []string{"merged", "duplicate", "late"} {
 		m.partials.WithLabelValues(o)
