@@ -104,11 +104,21 @@ random_cluster_id() {
 
 write_config() {
 	mkdir -p "$data_dir"
+	# One node by default; cluster-start sets the node id, the static voters and the replication.
+	local node_id="${KAFKA_NODE_ID:-1}" replication="${KAFKA_REPLICATION:-1}" quorum min_isr=1
+	if [ "$replication" -gt 1 ]; then
+		min_isr=2
+	fi
+	if [ -n "${KAFKA_VOTERS:-}" ]; then
+		quorum="controller.quorum.voters=$KAFKA_VOTERS"
+	else
+		quorum="controller.quorum.bootstrap.servers=127.0.0.1:$controller_port"
+	fi
 	cat >"$state_dir/server.properties" <<EOF
-# Written by scripts/kafka.sh: a single KRaft node on loopback for tests and the demo.
+# Written by scripts/kafka.sh: a KRaft node on loopback for tests and the demo.
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
+node.id=$node_id
+$quorum
 controller.listener.names=CONTROLLER
 listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
 advertised.listeners=PLAINTEXT://127.0.0.1:$port
@@ -119,13 +129,15 @@ log.dirs=$data_dir
 # Topics appear on first use with as many partitions as the pipeline's tests expect.
 auto.create.topics.enable=true
 num.partitions=6
+default.replication.factor=$replication
+min.insync.replicas=$min_isr
 
-# One node: every internal topic has one replica.
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+# The internal topics: one replica on one node; three (two in sync) in a cluster.
+offsets.topic.replication.factor=$replication
+transaction.state.log.replication.factor=$replication
+transaction.state.log.min.isr=$min_isr
+share.coordinator.state.topic.replication.factor=$replication
+share.coordinator.state.topic.min.isr=$min_isr
 
 # Tests create consumer groups often: no rebalance delay, and a small offsets topic so the first
 # group does not wait for 50 partitions to be created.
@@ -136,6 +148,13 @@ EOF
 
 format_storage() {
 	if [ -f "$data_dir/meta.properties" ]; then
+		return 0
+	fi
+	if [ -n "${KAFKA_VOTERS:-}" ]; then
+		# A node of a cluster with static voters: every node formats with the cluster's id.
+		java -cp "$libs_dir/*" "$log4j_opt" kafka.tools.StorageTool format \
+			--cluster-id "$KAFKA_CLUSTER_ID" --config "$state_dir/server.properties" ||
+			die "formatting KRaft storage in $data_dir failed"
 		return 0
 	fi
 	local cluster_id
@@ -246,14 +265,109 @@ cmd_status() {
 	return 1
 }
 
+readonly cluster_dir="${KAFKA_CLUSTER_DIR:-$kafka_dir/cluster}"
+readonly cluster_port="${KAFKA_CLUSTER_PORT:-29092}"
+
+# cluster_nodes is the node count of the cluster in $cluster_dir (written by cluster-start).
+cluster_nodes() {
+	cat "$cluster_dir/nodes" 2>/dev/null || echo 3
+}
+
+# cmd_cluster_start starts the nodes of a KRaft cluster that are not running (all of them the
+# first time, one stopped by cluster-stop later) and waits until each serves. Every node is a
+# broker and a controller with static voters; they wait for a quorum, so all start before any
+# is waited for.
+cmd_cluster_start() {
+	local n="${1:-}" i voters="" id dir pid bootstrap=""
+	if [ -z "$n" ]; then
+		n="$(cluster_nodes)"
+	fi
+	[[ "$n" =~ ^[1-9]$ ]] || die "cluster-start: want 1 to 9 nodes, got '$n'"
+	fetched || cmd_fetch
+	need java openjdk-17-jre-headless
+	mkdir -p "$cluster_dir"
+	echo "$n" >"$cluster_dir/nodes"
+	if [ ! -f "$cluster_dir/cluster.id" ]; then
+		random_cluster_id >"$cluster_dir/cluster.id"
+	fi
+	id="$(cat "$cluster_dir/cluster.id")"
+	for i in $(seq 1 "$n"); do
+		voters="${voters:+$voters,}$i@127.0.0.1:$((cluster_port + 100 + i - 1))"
+	done
+	local started_nodes=()
+	for i in $(seq 1 "$n"); do
+		dir="$cluster_dir/node$i"
+		mkdir -p "$dir"
+		bootstrap="${bootstrap:+$bootstrap,}127.0.0.1:$((cluster_port + i - 1))"
+		if [ -f "$dir/kafka.pid" ] && kill -0 "$(cat "$dir/kafka.pid")" 2>/dev/null; then
+			continue
+		fi
+		: >"$dir/kafka.log"
+		KAFKA_STATE_DIR="$dir" KAFKA_PORT=$((cluster_port + i - 1)) KAFKA_CONTROLLER_PORT=$((cluster_port + 100 + i - 1)) \
+			KAFKA_NODE_ID="$i" KAFKA_VOTERS="$voters" KAFKA_CLUSTER_ID="$id" KAFKA_REPLICATION=$((n < 3 ? n : 3)) \
+			KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}" \
+			setsid "$script_dir/kafka.sh" run >>"$dir/kafka.log" 2>&1 </dev/null &
+		echo $! >"$dir/kafka.pid"
+		started_nodes+=("$i")
+	done
+	local started=$SECONDS
+	for i in "${started_nodes[@]}"; do
+		dir="$cluster_dir/node$i"
+		pid="$(cat "$dir/kafka.pid")"
+		until port_answers $((cluster_port + i - 1)) && grep -q 'Kafka Server started' "$dir/kafka.log"; do
+			if ! kill -0 "$pid" 2>/dev/null; then
+				log "node $i exited during start-up; last lines of $dir/kafka.log:"
+				tail -n 40 "$dir/kafka.log" >&2
+				exit 1
+			fi
+			if [ $((SECONDS - started)) -ge "$start_timeout" ]; then
+				log "node $i did not serve within ${start_timeout}s; last lines of $dir/kafka.log:"
+				tail -n 40 "$dir/kafka.log" >&2
+				exit 1
+			fi
+			sleep 0.2
+		done
+	done
+	log "Kafka $KAFKA_VERSION cluster of $n nodes serving on $bootstrap (started in $((SECONDS - started))s, state $cluster_dir)"
+	echo "$bootstrap"
+}
+
+# cmd_cluster_stop stops every node of the cluster, or node $KAFKA_NODE alone (with
+# KAFKA_SIGNAL=KILL, as a crash).
+cmd_cluster_stop() {
+	local i j pid dir nodes
+	if [ -n "${KAFKA_NODE:-}" ]; then
+		nodes="$KAFKA_NODE"
+	else
+		nodes="$(seq 1 "$(cluster_nodes)")"
+	fi
+	for i in $nodes; do
+		dir="$cluster_dir/node$i"
+		[ -f "$dir/kafka.pid" ] || continue
+		pid="$(cat "$dir/kafka.pid")"
+		if kill -0 "$pid" 2>/dev/null; then
+			kill -"${KAFKA_SIGNAL:-TERM}" "$pid" 2>/dev/null || true
+			for j in $(seq 1 150); do
+				kill -0 "$pid" 2>/dev/null || break
+				sleep 0.2
+			done
+			kill -KILL "$pid" 2>/dev/null || true
+			log "node $i stopped (pid $pid, in about $((j / 5)) s)"
+		fi
+		rm -f "$dir/kafka.pid"
+	done
+}
+
 case "${1:-}" in
 fetch) cmd_fetch ;;
 start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 run) cmd_run ;;
+cluster-start) cmd_cluster_start "${2:-}" ;;
+cluster-stop) cmd_cluster_stop ;;
 *)
-	echo "usage: $0 fetch|start|stop|status|run" >&2
+	echo "usage: $0 fetch|start|stop|status|run|cluster-start [N]|cluster-stop" >&2
 	exit 2
 	;;
 esac
