@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -101,7 +105,25 @@ settings, the redaction key and the SLO spec.`, stdout, stderr)
 	if *out != "" {
 		fmt.Fprintf(stderr, "report written to %s\n", *out)
 	}
-	return nil
+	return nothingAccepted(rep)
+}
+
+// nothingAccepted fails a run that accepted no event (the report is still
+// written): an input of the wrong format or entirely malformed must not
+// pass a script's check as an empty, clean report. One line says why.
+func nothingAccepted(rep *analyze.Report) error {
+	ev := rep.Events
+	if ev.Accepted > 0 {
+		return nil
+	}
+	if ev.Read == 0 {
+		return errors.New("nothing accepted: the input held no events")
+	}
+	reasons := make([]string, 0, len(ev.RejectedByReason))
+	for _, r := range slices.Sorted(maps.Keys(ev.RejectedByReason)) {
+		reasons = append(reasons, fmt.Sprintf("%s %d", r, ev.RejectedByReason[r]))
+	}
+	return fmt.Errorf("nothing accepted: all %d records read were rejected (%s); is --input-format right for this input?", ev.Read, strings.Join(reasons, ", "))
 }
 
 // reportDetector runs the detectors for analyze: findings are collected at
