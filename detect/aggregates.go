@@ -254,9 +254,9 @@ func (f *folding) foldFailure(src int32, m int64, e *event.Event, ms int64) {
 }
 
 // foldSkew counts one validation for the clock-skew detector.
-func (f *folding) foldSkew(src int32, m int64, e *event.Event, ms int64, offset float64, near bool) bool {
+func (f *folding) foldSkew(src int32, m int64, e *event.Event, ms int64, offset float64, near bool) {
 	if f.closed(m) {
-		return false // its slice closed here: late (counted by the engine)
+		return // its slice closed here: late (counted by the engine)
 	}
 	om := f.slice(src, m)
 	om.seq++
@@ -267,7 +267,7 @@ func (f *folding) foldSkew(src int32, m int64, e *event.Event, ms int64, offset 
 	}
 	s.Validations++
 	if !near {
-		return true
+		return
 	}
 	s.Near++
 	if offset > 0 {
@@ -279,7 +279,6 @@ func (f *folding) foldSkew(src int32, m int64, e *event.Event, ms int64, offset 
 	if len(s.Samples) > 2*skewSamples {
 		s.trim()
 	}
-	return true
 }
 
 // trim keeps the latest skewSamples samples (by ts, then offset: the same

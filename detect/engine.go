@@ -50,10 +50,10 @@ type Engine struct {
 	m        *metrics
 
 	agg aggregates
-	// muted drops what the book sends while a minute of replayed partials
+	// muted drops what the book sends while a slice of replayed partials
 	// is judged (its findings were reported the first time).
 	muted bool
-	// history: Replay in a fleet (folded by the events' own minutes).
+	// history: Replay in a fleet (folded by the events' own slices).
 	history bool
 }
 
@@ -139,31 +139,32 @@ func (en *Engine) observe(e *event.Event) {
 		en.late++
 	}
 	en.advance(ms, int(en.services.id(e.Service)))
-	// The per-service detectors read minutes of the aggregates (folded here,
-	// judged when the minute closes: detect/aggregates.go).
-	minute, src := floorDiv(en.clock, sliceMS), en.source(e) // the slice, in fact (detect/aggregates.go)
+	// The per-service detectors read slices of the aggregates (folded here,
+	// judged when the slice closes: detect/aggregates.go), by the clock's
+	// slice; history replayed in a fleet by its own.
+	slice, src := floorDiv(en.clock, sliceMS), en.source(e)
 	if en.history {
-		minute = floorDiv(ms, sliceMS)
+		slice = floorDiv(ms, sliceMS)
 	}
 	f := &en.agg.fold
 	switch e.Kind {
 	case event.KindValidate, event.KindIntrospect:
 		en.replay.observe(e, ms)
-		en.rotation.observeValidation(e, ms, minute, src, f)
+		en.rotation.observeValidation(e, ms, slice, src, f)
 		if e.Kind == event.KindValidate {
-			en.skew.observe(e, ms, minute, src, f)
+			en.skew.observe(e, ms, slice, src, f)
 		}
 	case event.KindRefresh:
 		en.refresh.observe(e, ms)
-		// By the event's own minute: the clock's minute moves in steps,
-		// and would pile one client's steady refreshes into one minute now
-		// and then (a false rate anomaly).
+		// By the event's own slice: the clock moves in steps, and folding
+		// by it would pile one client's steady refreshes into one minute
+		// now and then (a false rate anomaly).
 		en.rate.observe(e, ms, floorDiv(ms, sliceMS), src, f)
 	case event.KindIssue:
 		en.refresh.observeIssue(e, ms)
-		en.rotation.observeIssue(e, ms, minute, src, f)
+		en.rotation.observeIssue(e, ms, slice, src, f)
 	case event.KindKeyRotate:
-		en.rotation.observeRotate(e, ms, minute, src, f)
+		en.rotation.observeRotate(e, ms, slice, src, f)
 	}
 }
 
@@ -246,8 +247,8 @@ func (en *Engine) tick(all bool) {
 	// State lives AllowedLateness past its expiry (added when stored), so
 	// late events still find it; expire against the clock itself.
 	now := en.clock
-	// A minute closes once the clock is the lateness past it: the refresh
-	// rate folds by the events' own minute, which late events may still
+	// A slice closes once the clock is the lateness past it: the refresh
+	// rate folds by the events' own slice, which late events may still
 	// reach until then.
 	en.closeSlices(floorDiv(now-en.cfg.AllowedLateness.Milliseconds(), sliceMS))
 	en.tokens.expire(now)

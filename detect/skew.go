@@ -69,12 +69,12 @@ type skewState struct {
 }
 
 // observe folds one validation into the aggregates of the engine clock's
-// minute (not the event's: a validator whose clock is off, the very thing
+// slice (not the event's: a validator whose clock is off, the very thing
 // this detector looks for, stamps its events minutes early or late); the
-// minute is judged when the clock leaves it (apply).
-func (d *skewDetector) observe(e *event.Event, ms, clockMinute int64, src int32, f *folding) bool {
+// slice is judged when it closes (apply).
+func (d *skewDetector) observe(e *event.Event, ms, clockSlice int64, src int32, f *folding) {
 	offset, near := d.offset(e, ms)
-	return f.foldSkew(src, clockMinute, e, ms, offset, near)
+	f.foldSkew(src, clockSlice, e, ms, offset, near)
 }
 
 // apply takes one closed minute, merged over every source: each service's

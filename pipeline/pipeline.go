@@ -155,8 +155,8 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// EventTime tunes the merge of the partitions by event time.
 	EventTime eventtime.Config
-	// KeyedPartitions is the fleet's keyed topic's partition count, for the
-	// analyze stage to tell when it reads only a share (0: not the fleet).
+	// KeyedPartitions is the fleet's keyed topic's partition count in the
+	// analyze stage (0: not the fleet's analyze stage).
 	KeyedPartitions int
 }
 
@@ -277,6 +277,11 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 	p.msgDec, _ = o.Decoder.(MessageDecoder)
 	cfg.EventTime.Discover = p.srcParts != nil
 	p.merge = eventtime.New(cfg.EventTime, p.observe)
+	if cfg.KeyedPartitions > 0 && o.Metrics != nil {
+		for _, k := range aggregatedKinds {
+			o.Metrics.PartialView.WithLabelValues(k).Set(0)
+		}
+	}
 	return p, nil
 }
 
@@ -382,7 +387,6 @@ func (p *Pipeline) take(d delivery) {
 // delivers or goes idle, so its first events are not late.
 func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int32) error {
 	if p.srcParts != nil {
-		p.warnPartialView(len(partitions))
 		return p.onLoop(ctx, func() {
 			p.keyedTopic = topic // read by observe, on this goroutine
 			if p.o.OnAssigned != nil {
@@ -398,38 +402,11 @@ func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int3
 	})
 }
 
-// partialViewKinds keep state per service, kid, client or subject, which
-// no key of the fleet owns and which does not yet go through the
-// aggregates' owner (Fleet 2/4 makes them exact).
-var partialViewKinds = []string{}
-
-// aggregatedKinds judge the merged partials of every keyed partition at the
-// aggregates' owner: exact in a fleet.
+// aggregatedKinds keep state per service, kid, client or subject, which no
+// key of the fleet owns: they judge every keyed partition's partial
+// aggregates at their owners (docs/fleet.md, "Aggregates"), so
+// tokenwatch_detectors_partial_view reads 0 for each in the analyze stage.
 var aggregatedKinds = []string{"clock_skew", "key_rotation_break", "refresh_anomaly_rate"}
-
-// warnPartialView says, at each assignment of the fleet's analyze stage,
-// whether this member sees only a share of the keyed partitions, and so a
-// share of each service's events: the per-service detectors then judge a
-// sample. A log line and tokenwatch_detectors_partial_view{kind} say so.
-func (p *Pipeline) warnPartialView(owned int) {
-	total := p.cfg.KeyedPartitions
-	if total <= 0 {
-		return
-	}
-	partial := owned < total && len(partialViewKinds) > 0
-	v := 0.0
-	if partial {
-		v = 1
-		p.o.Log.Warn("this analyze member reads a share of the keyed partitions: the per-service, per-kid and per-client detectors see only the events of that share (a sample), until the aggregate owner lands (docs/fleet.md)",
-			"owned", owned, "keyed_partitions", total, "detectors", partialViewKinds)
-	}
-	for _, k := range partialViewKinds {
-		p.o.Metrics.PartialView.WithLabelValues(k).Set(v)
-	}
-	for _, k := range aggregatedKinds {
-		p.o.Metrics.PartialView.WithLabelValues(k).Set(0)
-	}
-}
 
 // Backlog tells the merge a partition's reader starts with a backlog: it
 // holds the watermark back until it delivers.
