@@ -167,6 +167,13 @@ type Fleet struct {
 	// waits for the partial results of every keyed partition before it
 	// reports the revoke truncated.
 	PartialWait time.Duration `yaml:"partial_wait"`
+	// UpstreamBacklogWait is how long a stream of the keyed topic (a raw
+	// partition as one keyed partition carries it) whose raw partition
+	// still has events the ingest group has not committed may be silent
+	// before it stops holding back the analyze stage's watermark: longer
+	// than the ingest group takes to hand a dead member's raw partitions
+	// on (kafka.session_timeout), or their events arrive late.
+	UpstreamBacklogWait time.Duration `yaml:"upstream_backlog_wait"`
 }
 
 // Fleet roles.
@@ -233,7 +240,8 @@ func Default() Config {
 			DedupMaxEntries:      500_000,
 		},
 		Fleet: Fleet{KeyedPartitions: 12, ReplicationFactor: -1, Retention: 24 * time.Hour, Role: RoleBoth,
-			RebuildMaxRecords: 200_000, PartialWait: 10 * time.Minute},
+			RebuildMaxRecords: 200_000, PartialWait: 10 * time.Minute,
+			UpstreamBacklogWait: 2 * time.Minute},
 		Detect: detect.DefaultConfig(),
 		Alertmanager: Alertmanager{
 			ResendInterval: time.Minute,

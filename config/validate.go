@@ -125,6 +125,9 @@ func (c *Config) Validate() error {
 		if f.Retention <= 0 {
 			return fmt.Errorf("fleet.retention: want a positive duration (default 24h)")
 		}
+		if f.UpstreamBacklogWait <= 0 {
+			return fmt.Errorf("fleet.upstream_backlog_wait: want a positive duration (default 2m)")
+		}
 		if f.PartialWait <= 0 {
 			return fmt.Errorf("fleet.partial_wait: want a positive duration (default 10m)")
 		}

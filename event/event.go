@@ -110,6 +110,12 @@ type Source struct {
 	Topic     string
 	Partition int32
 	Offset    int64
+	// Copy marks, in the fleet's analyze stage, an event this member has
+	// already read from another keyed partition it owns (an issue or a
+	// broadcast revoke reaches several): the state kept per keyed
+	// partition (the revocation tracker's) takes it, the state kept per
+	// member (the detectors') does not.
+	Copy bool
 }
 
 // Event is one redacted authentication event. Optional fields are zero when

@@ -220,6 +220,16 @@ func (m *Merger) Backlog(p Partition, lag int64, now time.Time) {
 	m.part(p, now).lagging = lag > 0
 }
 
+// SetLagging marks each partition fn says has a backlog upstream (the
+// fleet's analyze stage: a raw partition with events the ingest group has
+// not handed on yet, as when its ingest member died): silent, it still
+// holds the watermark back, up to LaggingTimeout.
+func (m *Merger) SetLagging(fn func(Partition) bool) {
+	for p, pt := range m.parts {
+		pt.lagging = fn(p)
+	}
+}
+
 func (m *Merger) idle(pt *part, now time.Time) bool {
 	if pt.revoked {
 		return true

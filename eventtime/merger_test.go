@@ -310,3 +310,28 @@ func TestDiscoveredPartitionsWarmUpBeforeTheFirstRelease(t *testing.T) {
 		t.Fatalf("stats %+v: nothing should be out of order", s)
 	}
 }
+
+// A stream whose source still has a backlog upstream (SetLagging: the
+// fleet's analyze stage, a raw partition whose ingest member died) holds
+// the watermark while silent, up to LaggingTimeout; once the predicate says
+// otherwise, it is idle after IdleTimeout.
+func TestAStreamLaggingUpstreamHoldsTheWatermarkWhileSilent(t *testing.T) {
+	var o out
+	m := New(Config{IdleTimeout: 5 * time.Second, LaggingTimeout: time.Minute, Discover: true}, o.emit)
+	now := time.Now()
+	m.Add(p0, ev(1), now, now)
+	m.Add(p1, ev(2), now, now)
+	m.SetLagging(func(p Partition) bool { return p == p1 })
+	for s := 3; s <= 10; s++ {
+		m.Add(p0, ev(s), now, now.Add(20*time.Second))
+	}
+	m.Advance(now.Add(20 * time.Second))
+	if len(o.ts) != 2 {
+		t.Fatalf("released %d: partition 1, silent but lagging upstream, should hold the watermark at its event 2", len(o.ts))
+	}
+	m.SetLagging(func(Partition) bool { return false })
+	m.Advance(now.Add(21 * time.Second))
+	if len(o.ts) <= 2 {
+		t.Fatalf("released %d after partition 1's upstream caught up: still held at partition 1's event 2", len(o.ts))
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/tokenwatch/tokenwatch/alerts/alertmanager"
 	"github.com/tokenwatch/tokenwatch/config"
@@ -106,6 +107,8 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 	rebuild := c.Pipeline.RebuildWindow
 	keyedPartitions := 0
 	var maxAhead time.Duration
+	idle := c.Pipeline.PartitionIdleTimeout
+	var lagging time.Duration
 	switch role {
 	case config.RoleIngest:
 		opts.Observers = []Observer{exporterOnly{stages.Exporter}}
@@ -131,6 +134,10 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		opts.Observers = []Observer{detectorsOnly{stages}}
 		opts.Store = eventsStoredByIngest{st}
 		keyedPartitions = c.Fleet.KeyedPartitions
+		// A raw partition whose ingest member died is silent until the
+		// ingest group hands it on: while the ingest group has not
+		// committed its end, its streams hold the watermark.
+		lagging = c.Fleet.UpstreamBacklogWait
 		// The stored events are keyed by their raw partitions, not by the
 		// keyed partitions this member owns: it rebuilds from the keyed
 		// records the previous owner processed.
@@ -143,6 +150,15 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 			return nil, err
 		}
 		opts.Replayer = nil
+		up := &rekey.UpstreamLag{Client: &kafka.Client{Addr: kafka.TCP(c.Kafka.Brokers...), Transport: tr},
+			Group: c.Kafka.GroupID, Topics: c.Kafka.Topics}
+		opts.Upstream = func(ctx context.Context) (func(eventtime.Partition) bool, error) {
+			lag, err := up.Read(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return rekey.Lagging(lag), nil
+		}
 		opts.MessageReplayer = &rekey.Replayer{Brokers: c.Kafka.Brokers, Dialer: d, Transport: tr,
 			Group: AnalyzeGroupID(c), Window: rebuild, MaxRecords: c.Fleet.RebuildMaxRecords}
 		// A broadcast revoke's result is split by keyed partition: each
@@ -154,7 +170,7 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 			return nil, err
 		}
 		b.closers = append(b.closers, pub.Close)
-		stages.Tracker.OnPartial(func(x sli.RevocationPartial) {
+		stages.tasks.OnPartial(func(x sli.RevocationPartial) {
 			if err := pub.PublishPartial(x); err != nil {
 				log.Error("a partial revocation result could not be encoded", "revocation", x.Revoke.ID, "err", err)
 			}
@@ -187,8 +203,9 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 			stages.aggregate(x, replay)
 			return nil
 		})
-		dec.(*rekey.Decoder).SetTokenFactsSink(stages.Tracker.Learn)
+		dec.(*rekey.Decoder).SetTokenFactsSink(stages.tasks.Learn)
 		opts.OnAssigned = func(partitions []int32) { stages.assigned(part, partitions) }
+		opts.OnLag = stages.tasks.SetLag
 	}
 	if c.Kafka.DeadLetterTopic != "" || c.Kafka.QuarantineTopic != "" {
 		tr, err := consumer.Transport(c.Kafka)
@@ -210,7 +227,7 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		BatchRows: c.ClickHouse.BatchRows, BatchInterval: c.ClickHouse.BatchInterval,
 		MaxPendingBatches: c.ClickHouse.MaxPendingBatches, RetryInitial: c.ClickHouse.RetryInitial,
 		RetryMax: c.ClickHouse.RetryMax, LabelCap: c.Pipeline.LabelCap, RebuildWindow: rebuild, RebuildMaxEvents: c.Pipeline.RebuildMaxEvents,
-		EventTime: eventtime.Config{IdleTimeout: c.Pipeline.PartitionIdleTimeout, MaxBuffered: c.Pipeline.MergeBuffer,
+		EventTime: eventtime.Config{IdleTimeout: idle, LaggingTimeout: lagging, MaxBuffered: c.Pipeline.MergeBuffer,
 			Lateness: c.Pipeline.Lateness, MaxAhead: maxAhead},
 		KeyedPartitions: keyedPartitions,
 	}, opts)
@@ -266,12 +283,19 @@ func buildStages(c config.Config, reg prometheus.Registerer, split *sli.Split) (
 	if err != nil {
 		return nil, err
 	}
-	tr, err := sli.NewTracker(sli.TrackerConfig{Horizon: c.Pipeline.RevocationHorizon, Lateness: c.Pipeline.Lateness, BreachAfter: propagationSLO,
-		Split: split})
+	tc := sli.TrackerConfig{Horizon: c.Pipeline.RevocationHorizon, Lateness: c.Pipeline.Lateness, BreachAfter: propagationSLO, Split: split}
+	st := &Stages{Exporter: exp}
+	var tr RevocationTracker
+	if split == nil {
+		tr, err = sli.NewTracker(tc)
+	} else {
+		st.tasks, err = sli.NewTasks(tc)
+		tr = st.tasks
+	}
 	if err != nil {
 		return nil, err
 	}
-	st := &Stages{Exporter: exp, Tracker: tr}
+	st.Tracker = tr
 	if split != nil {
 		st.merger = sli.NewRevocationMerger(c.Fleet.PartialWait)
 		st.partials = &partialMetrics{

@@ -180,6 +180,14 @@ type Options struct {
 	// hears which partitions this member reads now, on the processing
 	// goroutine.
 	OnAssigned func(partitions []int32)
+	// Upstream, with a SourcePartitioner (the fleet's analyze stage), says
+	// which merge streams have a backlog upstream (rekey.UpstreamLag): polled
+	// every upstreamPoll; such a stream holds the watermark while silent,
+	// up to the merge's LaggingTimeout.
+	Upstream func(ctx context.Context) (func(eventtime.Partition) bool, error)
+	// OnLag, with a SourcePartitioner, hears how far behind its end each
+	// partition's reader is: as it starts, then after each chunk.
+	OnLag func(partition int32, lag int64)
 	Metrics    *metrics.Pipeline
 	Log        *slog.Logger
 }
@@ -288,7 +296,7 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 // observe hands one event, released by the merge in event-time order, to
 // every observer (a replayed one only to rebuild their state).
 func (p *Pipeline) observe(src eventtime.Partition, e *event.Event, appended time.Time, late, replay bool) {
-	if p.srcParts != nil && p.o.Dedup != nil && p.o.Dedup.Seen(e) {
+	if p.srcParts != nil && p.o.Dedup != nil && !e.Src.Copy && p.o.Dedup.Seen(e) {
 		// The fleet's analyze stage: a copy from another source (a
 		// producer's retry onto another raw partition, which another
 		// ingest member read) reaches the same keyed partitions. The
@@ -412,7 +420,10 @@ var aggregatedKinds = []string{"clock_skew", "key_rotation_break", "refresh_anom
 // holds the watermark back until it delivers.
 func (p *Pipeline) Backlog(ctx context.Context, topic string, partition int32, lag int64) error {
 	if p.srcParts != nil {
-		return nil
+		if p.o.OnLag == nil {
+			return nil
+		}
+		return p.onLoop(ctx, func() { p.o.OnLag(partition, lag) })
 	}
 	return p.onLoop(ctx, func() {
 		p.merge.Backlog(eventtime.Partition{Topic: topic, Partition: partition}, lag, time.Now())
@@ -635,12 +646,20 @@ func (p *Pipeline) replayOne(src eventtime.Partition, e *event.Event, straight, 
 // partition, or what the decoder says it carries (the fleet's analyze
 // stage: a raw partition via a keyed partition).
 func (p *Pipeline) mergePartition(m *consumer.Message) eventtime.Partition {
+	s, _ := p.streamOf(m)
+	return s
+}
+
+// streamOf is mergePartition, and whether the message can carry events:
+// a keyed record without source headers (a partial, token facts) cannot.
+func (p *Pipeline) streamOf(m *consumer.Message) (eventtime.Partition, bool) {
 	if p.srcParts != nil {
 		if s, ok := p.srcParts.MergePartition(m); ok {
-			return s
+			return s, true
 		}
+		return eventtime.Partition{Topic: m.Src.Topic, Partition: m.Src.Partition}, false
 	}
-	return eventtime.Partition{Topic: m.Src.Topic, Partition: m.Src.Partition}
+	return eventtime.Partition{Topic: m.Src.Topic, Partition: m.Src.Partition}, true
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -715,6 +734,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer icancel()
 	inserted := make(chan struct{})
 	go func() { defer close(inserted); p.insertLoop(ictx) }()
+	if p.o.Upstream != nil {
+		go p.pollUpstream(ctx)
+	}
 
 	tick := time.NewTicker(p.cfg.BatchInterval / 2)
 	defer tick.Stop()
@@ -747,6 +769,39 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			p.finish()
 			p.shutdown(icancel, inserted)
 			return nil
+		}
+	}
+}
+
+// upstreamPoll is how often the analyze stage reads the ingest group's lag.
+const upstreamPoll = 2 * time.Second
+
+// pollUpstream hands the merge, every upstreamPoll, which streams have a
+// backlog upstream (Options.Upstream). A failed read keeps the last answer.
+func (p *Pipeline) pollUpstream(ctx context.Context) {
+	t := time.NewTicker(upstreamPoll)
+	defer t.Stop()
+	var lastErr time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		lagging, err := p.o.Upstream(rctx)
+		cancel()
+		if err != nil {
+			if time.Since(lastErr) > time.Minute {
+				lastErr = time.Now()
+				p.o.Log.Warn("reading the ingest group's lag failed; the event-time merge keeps its last answer", "err", err)
+			}
+			continue
+		}
+		select {
+		case p.calls <- func() { p.merge.SetLagging(lagging) }:
+		case <-ctx.Done():
+			return
 		}
 	}
 }
@@ -848,8 +903,14 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 	now := time.Now()
 	for i := range msgs {
 		m := &msgs[i]
-		src := p.mergePartition(m)
-		p.merge.Heard(src, now)
+		src, events := p.streamOf(m)
+		if events {
+			// A record that carries no event (the keyed topic's partials
+			// and token facts) says nothing of a stream's liveness: heard,
+			// the keyed partition's own stream, which never has an event,
+			// held the watermark for as long as partials kept coming.
+			p.merge.Heard(src, now)
+		}
 		var errs []error
 		if p.msgDec != nil {
 			p.decoded, errs = p.msgDec.DecodeMessage(m, p.decoded[:0])
@@ -899,9 +960,15 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 			p.batch.Track(m.Src) // every event a copy: its offset is still done
 		}
 	}
-	if len(msgs) > 0 && p.srcParts == nil {
+	if len(msgs) > 0 {
+		// A delivery is one chunk of one partition; its last message
+		// carries the partition's lag.
 		last := &msgs[len(msgs)-1]
-		p.merge.Backlog(eventtime.Partition{Topic: last.Src.Topic, Partition: last.Src.Partition}, last.Lag, now)
+		if p.srcParts == nil {
+			p.merge.Backlog(eventtime.Partition{Topic: last.Src.Topic, Partition: last.Src.Partition}, last.Lag, now)
+		} else if p.o.OnLag != nil {
+			p.o.OnLag(last.Src.Partition, last.Lag)
+		}
 	}
 	p.merge.Advance(now)
 }

@@ -22,8 +22,11 @@ import (
 // on /metrics themselves: M8 and M10 are rates of those counters).
 type Stages struct {
 	Exporter *sli.Exporter
-	Tracker  *sli.Tracker
+	Tracker  RevocationTracker
 	Detect   *detect.Engine
+	// tasks is the Tracker of the fleet's analyze stage: a tracker per
+	// keyed partition this member owns.
+	tasks    *sli.Tasks
 	sink     StageSink
 	// replaying mutes every output while stored history rebuilds state:
 	// what that history produced was counted and stored the first time.
@@ -33,6 +36,18 @@ type Stages struct {
 	merger   *sli.RevocationMerger
 	partials *partialMetrics
 	aggs     *aggregateMetrics
+}
+
+// RevocationTracker measures revocation propagation: one sli.Tracker in a
+// single process, sli.Tasks (a tracker per keyed partition, each with its
+// own event time) in the fleet's analyze stage.
+type RevocationTracker interface {
+	Observe(e *event.Event)
+	Advance(now time.Time)
+	Flush()
+	Stats() sli.TrackerStats
+	OnResult(fn func(sli.Revocation))
+	OnBreach(fn func(sli.Revocation))
 }
 
 // aggregateMetrics say how the merge of the detectors' partial aggregates
@@ -100,7 +115,7 @@ type partialMetrics struct {
 // tracker reports partials for them, and the merges of revokes owned
 // elsewhere now are left to their new owner.
 func (s *Stages) assigned(part *rekey.Partitioner, partitions []int32) {
-	s.Tracker.SetOwned(partitions)
+	s.tasks.SetOwned(partitions)
 	s.Detect.SetSources(partitions)
 	if s.merger == nil {
 		return
@@ -148,7 +163,9 @@ func (s *Stages) Observe(e *event.Event) {
 func (s *Stages) Replay(e *event.Event) {
 	s.replaying = true
 	s.Tracker.Observe(e)
-	s.Detect.Replay(e)
+	if !e.Src.Copy {
+		s.Detect.Replay(e)
+	}
 	s.replaying = false
 }
 
@@ -157,9 +174,10 @@ func (s *Stages) Tick(now time.Time) {
 	if !now.IsZero() {
 		s.Detect.Advance(now)
 		if s.merger != nil {
-			// A split tracker reports its partials when the member's
-			// watermark passes a revoke's horizon, even while its own
-			// partitions are quiet.
+			// A partition's tracker reports its partials when the
+			// member's watermark passes a revoke's horizon, even while
+			// the partition is quiet (but not while it reads a backlog:
+			// sli.Tasks).
 			s.Tracker.Advance(now)
 		}
 	}
@@ -264,7 +282,9 @@ type detectorsOnly struct{ *Stages }
 
 func (d detectorsOnly) Observe(e *event.Event) {
 	d.Tracker.Observe(e)
-	d.Detect.Observe(e)
+	if !e.Src.Copy { // the detectors keep state per member: one copy each
+		d.Detect.Observe(e)
+	}
 }
 
 // eventsStoredByIngest is the analyze stage's store: the ingest stage

@@ -16,9 +16,10 @@ import (
 )
 
 // Decoder reads the keyed topic for the analyze stage: each record is one
-// event as JSON v1 with its source in headers. Copies (redelivered, or
-// fanned out to several partitions this member owns) are dropped here,
-// before the detectors, and counted.
+// event as JSON v1 with its source in headers. A redelivered copy is
+// dropped here and counted; one fanned out to several partitions this
+// member owns is counted and marked (event.Source.Copy): the detectors skip
+// it, the revocation tracker of each partition takes it.
 type Decoder struct {
 	json    *ingest.Decoder
 	part    *Partitioner
@@ -28,7 +29,7 @@ type Decoder struct {
 	// partials receives the partial results of broadcast revokes that
 	// the keyed topic carries besides events; muted while replaying.
 	partials func(x sli.RevocationPartial, replay bool)
-	facts    func(f sli.TokenFacts)
+	facts    func(partition int32, f sli.TokenFacts)
 	aggs     func(value []byte, replay bool) error
 	muted    bool
 }
@@ -39,8 +40,9 @@ type Decoder struct {
 func (d *Decoder) SetAggregateSink(fn func(value []byte, replay bool) error) { d.aggs = fn }
 
 // SetTokenFactsSink names who learns the token facts the keyed topic
-// carries for the tokens refreshes issued (the revocation tracker's Learn).
-func (d *Decoder) SetTokenFactsSink(fn func(f sli.TokenFacts)) { d.facts = fn }
+// carries for the tokens refreshes issued (the revocation tracker's Learn),
+// with the keyed partition they were read from (the token's).
+func (d *Decoder) SetTokenFactsSink(fn func(partition int32, f sli.TokenFacts)) { d.facts = fn }
 
 // SetPartialSink names who merges the partial results of broadcast revokes
 // read from the keyed topic (the analyze stage's Stages.Partial).
@@ -93,12 +95,14 @@ func (d *Decoder) DecodeMessage(m *consumer.Message, out []event.Event) ([]event
 	d.scratch = d.part.Partitions(RouteOf(e), d.scratch[:0])
 	before := d.dedup.Redelivered
 	if d.dedup.Copy(m.Src.Partition, src, len(d.scratch) > 1) {
-		cause := "fanned_out"
 		if d.dedup.Redelivered > before {
-			cause = "redelivered"
+			d.dropped.WithLabelValues("redelivered").Inc()
+			return out[:n], errs
 		}
-		d.dropped.WithLabelValues(cause).Inc()
-		return out[:n], errs
+		// Seen on another keyed partition this member owns: the
+		// detectors skip it, the partition's revocation tracker takes it.
+		d.dropped.WithLabelValues("fanned_out").Inc()
+		e.Src.Copy = true
 	}
 	return out, errs
 }
@@ -114,7 +118,7 @@ func (d *Decoder) MergePartition(m *consumer.Message) (eventtime.Partition, bool
 	if err != nil {
 		return eventtime.Partition{}, false
 	}
-	return eventtime.Partition{Topic: src.Topic + " via " + m.Src.Topic + "/" + strconv.Itoa(int(m.Src.Partition)), Partition: src.Partition}, true
+	return eventtime.Partition{Topic: src.Topic + streamVia + m.Src.Topic + "/" + strconv.Itoa(int(m.Src.Partition)), Partition: src.Partition}, true
 }
 
 // decodeOther handles a keyed record that is not an event.
@@ -129,7 +133,7 @@ func (d *Decoder) decodeOther(m *consumer.Message, kind string) []error {
 			return bad(fmt.Sprintf("not token facts (%v)", err))
 		}
 		if d.facts != nil {
-			d.facts(f) // history or not, the tracker's index wants it
+			d.facts(m.Src.Partition, f) // history or not, the tracker's index wants it
 		}
 		return nil
 	}

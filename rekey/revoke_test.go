@@ -75,37 +75,35 @@ func TestBroadcastRevokesMergeToWhatOneTrackerReports(t *testing.T) {
 	merger := sli.NewRevocationMerger(time.Minute)
 	var got []sli.Revocation
 	var wide int
-	trackers := make([]*sli.Tracker, n)
-	for i := range trackers {
-		c := cfg
-		c.Split = part.Split()
-		tr, err := sli.NewTracker(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr.SetOwned([]int32{int32(i)})
-		tr.OnResult(func(r sli.Revocation) { got = append(got, r) })
-		tr.OnPartial(func(p sli.RevocationPartial) {
-			if r, ok := merger.Add(p, time.Now()); ok {
-				got = append(got, r)
-				wide++
-			}
-		})
-		trackers[i] = tr
+	// The analyze stage's tracking: a tracker per keyed partition (sli.Tasks),
+	// each event handed over as read from its keyed partition.
+	c := cfg
+	c.Split = part.Split()
+	tasks, err := sli.NewTasks(c)
+	if err != nil {
+		t.Fatal(err)
 	}
+	tasks.OnResult(func(r sli.Revocation) { got = append(got, r) })
+	tasks.OnPartial(func(p sli.RevocationPartial) {
+		if r, ok := merger.Add(p, time.Now()); ok {
+			got = append(got, r)
+			wide++
+		}
+	})
+	tasks.SetOwned([]int32{0, 1, 2, 3, 4, 5})
 	var dst []int32
 	for i := range events {
 		dst = part.Partitions(RouteOf(&events[i]), dst[:0])
 		for _, p := range dst {
-			trackers[p].Observe(&events[i])
+			e := events[i]
+			e.Src.Partition = p
+			tasks.Observe(&e)
 		}
 		if facts, ok := TokenFactsOf(&events[i]); ok && !slices.Contains(dst, part.TokenPartition(facts.Token)) {
-			trackers[part.TokenPartition(facts.Token)].Learn(facts) // as the publisher's token-facts record
+			tasks.Learn(part.TokenPartition(facts.Token), facts) // as the publisher's token-facts record
 		}
 	}
-	for _, tr := range trackers {
-		tr.Flush()
-	}
+	tasks.Flush()
 	got = append(got, merger.Flush()...)
 	if wide < 10 || len(want) == wide {
 		t.Fatalf("%d results, %d of them merged from partials: want both token and broadcast revokes", len(want), wide)

@@ -61,12 +61,20 @@ func TestThreeRunProcessesOnUnkeyedJSONFromGen(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three processes")
 	}
-	// Every attack and look-alike: the per-token and per-session ones, and
-	// the per-service, per-kid, per-client ones (clock skew, key rotation
-	// breaks, client and subject refresh rates, busy clients), which the
-	// owners of the aggregates judge (Fleet 2/4).
+	threeRunProcesses(t, genTraffic(t, 29, "40m"), ingest.FormatJSON, gen.Default().NATPrefixes(), 8)
+}
+
+// genTraffic is the NDJSON `tokenwatch gen --out` writes for seed and
+// duration with every attack and look-alike injected (the per-token and
+// per-session ones, and the per-service, per-kid, per-client ones: clock
+// skew, key rotation breaks, client and subject refresh rates, busy
+// clients, which the owners of the aggregates judge), with session_id and
+// subject removed from a third of the validations, moved to two hours ago
+// (a backlog of recent events, inside the store's retention).
+func genTraffic(t *testing.T, seed int, duration string) []event.Event {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "traffic.ndjson")
-	if out, err := exec.Command(buildBinary(t), "gen", "--out", file, "--seed", "29", "--duration", "40m", "--rate", "40",
+	if out, err := exec.Command(buildBinary(t), "gen", "--out", file, "--seed", strconv.Itoa(seed), "--duration", duration, "--rate", "40",
 		"--sessions", "400", "--inject", "all=1").CombinedOutput(); err != nil {
 		t.Fatalf("tokenwatch gen: %v\n%s", err, out)
 	}
@@ -91,8 +99,6 @@ func TestThreeRunProcessesOnUnkeyedJSONFromGen(t *testing.T) {
 			}
 		}
 	}
-	// gen --out stamps a fixed past day; the store keeps 30 days: move the
-	// traffic to two hours ago, as a backlog of recent events.
 	shift := time.Now().UTC().Add(-2 * time.Hour).Truncate(time.Minute).Sub(events[0].TS)
 	for i := range events {
 		e := &events[i]
@@ -104,7 +110,7 @@ func TestThreeRunProcessesOnUnkeyedJSONFromGen(t *testing.T) {
 			e.EXP = e.EXP.Add(shift)
 		}
 	}
-	threeRunProcesses(t, events, ingest.FormatJSON, gen.Default().NATPrefixes(), 8)
+	return events
 }
 
 // threeRunProcesses produces events unkeyed in format (256 events, or 256
@@ -115,15 +121,187 @@ func TestThreeRunProcessesOnUnkeyedJSONFromGen(t *testing.T) {
 func threeRunProcesses(t *testing.T, events []event.Event, format ingest.Format, nat []string, minIncidents int) {
 	t.Helper()
 	events = append(events, testkit.PastTheHorizon(events, 6)...)
-	incidents, wantRevs := analyzeIncidents(t, events, "fleet", nat)
-	want := sortedIncidents(incidents)
-	if len(want) < minIncidents {
-		t.Fatalf("analyze found %d incidents: too few to mean anything", len(want))
+	f := newFleetRun(t, testkit.Kafka(t), format, nat, 1)
+	f.expect(events, minIncidents)
+	for range 3 {
+		f.start()
 	}
+	deadline := time.Now().Add(3 * time.Minute)
+	// The three join both groups first: a member joining mid-backlog moves
+	// partitions, which is Fleet 3/4's test (TestFailoverOnAThreeBrokerCluster);
+	// here every member reads its share from the start.
+	f.waitJoined(deadline)
+	f.produce(unkeyedMessages(t, events, format))
+	f.check(deadline)
+}
 
-	brokers := testkit.Kafka(t)
-	topic := testkit.Topic(t)
-	testkit.CreateTopic(t, brokers, topic, 6)
+// fleetRun is a fleet of `tokenwatch run` processes (each runs both
+// stages) on one raw topic of 6 partitions, with what analyze finds on the
+// same events to compare against.
+type fleetRun struct {
+	t         *testing.T
+	brokers   []string
+	topic     string
+	keyed     string
+	db        string
+	bin       string
+	args      []string
+	natRanges []string
+	members   []*fleetMember
+	began     time.Time
+	events    []event.Event
+	want      []string
+	wantRevs  []string
+}
+
+type fleetMember struct {
+	cmd    *exec.Cmd
+	logs   *syncBuffer
+	killed bool
+}
+
+// newFleetRun creates the raw topic (replication factor rf; with rf 3,
+// min.insync.replicas 2, as is the keyed topic) and the database, and
+// migrates it.
+func newFleetRun(t *testing.T, brokers []string, format ingest.Format, nat []string, rf int) *fleetRun {
+	t.Helper()
+	f := &fleetRun{t: t, brokers: brokers, topic: testkit.Topic(t), bin: buildBinary(t), began: time.Now(), natRanges: nat}
+	f.keyed = f.topic + "-keyed"
+	minInsync := 0
+	if rf >= 3 {
+		minInsync = 2
+	}
+	testkit.CreateReplicatedTopic(t, brokers, f.topic, 6, rf, minInsync)
+	var addr string
+	addr, f.db = testkit.ClickHouse(t)
+	f.args = []string{
+		"--set", "kafka.brokers=" + strings.Join(brokers, ","), "--set", "kafka.topics=" + f.topic,
+		"--set", "kafka.group_id=fleet-" + f.topic, "--set", "kafka.max_wait=50ms", "--set", "kafka.format=" + format.String(),
+		"--set", "clickhouse.addr=" + addr, "--set", "clickhouse.database=" + f.db,
+		"--set", "clickhouse.batch_rows=5000", "--set", "clickhouse.batch_interval=200ms",
+		"--set", "metrics.listen=127.0.0.1:0", "--set", "redaction.key=fleet",
+		"--set", "fleet.keyed_topic=" + f.keyed, "--set", "fleet.keyed_partitions=6",
+		"--set", "fleet.replication_factor=" + strconv.Itoa(rf), "--set", "fleet.min_insync_replicas=" + strconv.Itoa(minInsync),
+	}
+	if len(nat) > 0 {
+		f.args = append(f.args, "--set", "detect.nat_egress_ranges="+strings.Join(nat, ","))
+	}
+	if out, err := exec.Command(f.bin, append([]string{"migrate"}, f.args...)...).CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		for _, m := range f.members {
+			_ = m.cmd.Process.Kill()
+		}
+	})
+	return f
+}
+
+// expect runs analyze on the events: the incidents and revocation rows the
+// fleet must store.
+func (f *fleetRun) expect(events []event.Event, minIncidents int) {
+	f.t.Helper()
+	incidents, wantRevs := analyzeIncidents(f.t, events, "fleet", f.natRanges)
+	f.events, f.want, f.wantRevs = events, sortedIncidents(incidents), wantRevs
+	if len(f.want) < minIncidents {
+		f.t.Fatalf("analyze found %d incidents: too few to mean anything", len(f.want))
+	}
+}
+
+// start starts one more member.
+func (f *fleetRun) start() *fleetMember {
+	f.t.Helper()
+	m := &fleetMember{logs: &syncBuffer{}}
+	m.cmd = exec.Command(f.bin, append([]string{"run"}, f.args...)...)
+	m.cmd.Stdout, m.cmd.Stderr = m.logs, m.logs
+	if err := m.cmd.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	f.members = append(f.members, m)
+	return m
+}
+
+// kill SIGKILLs a member, as a crash.
+func (f *fleetRun) kill(m *fleetMember) {
+	f.t.Helper()
+	m.killed = true
+	_ = m.cmd.Process.Kill()
+	_ = m.cmd.Wait()
+	f.t.Logf("member %d SIGKILLed after %v", m.cmd.Process.Pid, f.elapsed())
+}
+
+func (f *fleetRun) live() []*fleetMember {
+	var out []*fleetMember
+	for _, m := range f.members {
+		if !m.killed {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (f *fleetRun) elapsed() time.Duration { return time.Since(f.began).Round(time.Second) }
+
+// joined says whether every live member holds a share of the latest
+// generation of both groups, the shares covering the 6 partitions.
+func (f *fleetRun) joined() bool {
+	for _, role := range []string{"ingest", "analyze"} {
+		gens := map[string]bool{}
+		total := 0
+		for _, m := range f.live() {
+			var last string
+			for _, line := range strings.Split(m.logs.String(), "\n") {
+				if strings.Contains(line, `msg="kafka partitions assigned" role=`+role+" ") {
+					last = line
+				}
+			}
+			g := regexp.MustCompile(`generation=(\d+) partitions="([^"]*)"`).FindStringSubmatch(last)
+			if g == nil || strings.Count(g[2], "@") == 0 {
+				return false
+			}
+			gens[g[1]] = true
+			total += strings.Count(g[2], "@")
+		}
+		if len(gens) != 1 || total != 6 {
+			return false
+		}
+	}
+	return true
+}
+
+func (f *fleetRun) waitJoined(deadline time.Time) {
+	for !f.joined() && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	f.t.Logf("%d members joined after %v", len(f.live()), f.elapsed())
+}
+
+// produce writes msgs to the raw topic, each to the partition its "p"
+// header names, with acks from every in-sync replica.
+func (f *fleetRun) produce(msgs []kafka.Message) {
+	f.t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(f.brokers...), Topic: f.topic, RequiredAcks: kafka.RequireAll, BatchSize: 100,
+		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { p, _ := strconv.Atoi(string(m.Headers[0].Value)); return p })}
+	defer w.Close()
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fleetRun) stored() int { return engineCount(f.t, "SELECT count() FROM "+f.db+".events") }
+
+// waitStored waits until at least n events are stored.
+func (f *fleetRun) waitStored(n int, deadline time.Time) {
+	for f.stored() < n && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// unkeyedMessages cuts events into batches of 256 (one OTLP message, or
+// 256 JSON messages of one event) going round-robin over 6 partitions, the
+// partition in the header "p".
+func unkeyedMessages(t *testing.T, events []event.Event, format ingest.Format) []kafka.Message {
+	t.Helper()
 	var msgs []kafka.Message
 	for i := 0; i*256 < len(events); i++ {
 		batch := events[i*256 : min((i+1)*256, len(events))]
@@ -140,114 +318,47 @@ func threeRunProcesses(t *testing.T, events []event.Event, format ingest.Format,
 		}
 		msgs = append(msgs, kafka.Message{Value: v, Headers: h})
 	}
+	return msgs
+}
 
-	addr, db := testkit.ClickHouse(t)
-	bin := buildBinary(t)
-	keyed := topic + "-keyed"
-	common := []string{
-		"--set", "kafka.brokers=" + strings.Join(brokers, ","), "--set", "kafka.topics=" + topic,
-		"--set", "kafka.group_id=fleet-" + topic, "--set", "kafka.max_wait=50ms", "--set", "kafka.format=" + format.String(),
-		"--set", "clickhouse.addr=" + addr, "--set", "clickhouse.database=" + db,
-		"--set", "clickhouse.batch_rows=5000", "--set", "clickhouse.batch_interval=200ms",
-		"--set", "metrics.listen=127.0.0.1:0", "--set", "redaction.key=fleet",
-		"--set", "fleet.keyed_topic=" + keyed, "--set", "fleet.keyed_partitions=6", "--set", "fleet.replication_factor=1",
-	}
-	if len(nat) > 0 {
-		common = append(common, "--set", "detect.nat_egress_ranges="+strings.Join(nat, ","))
-	}
-	if out, err := exec.Command(bin, append([]string{"migrate"}, common...)...).CombinedOutput(); err != nil {
-		t.Fatalf("migrate: %v\n%s", err, out)
-	}
-	type proc struct {
-		cmd  *exec.Cmd
-		logs *syncBuffer
-	}
-	var procs []proc
-	for range 3 {
-		logs := &syncBuffer{}
-		cmd := exec.Command(bin, append([]string{"run"}, common...)...)
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		procs = append(procs, proc{cmd, logs})
-	}
-	defer func() {
-		for _, p := range procs {
-			_ = p.cmd.Process.Kill()
-		}
-	}()
-	began := time.Now()
-	deadline := began.Add(3 * time.Minute)
-	// The three join both groups first: a member joining mid-backlog moves
-	// partitions, which is Fleet 3/4's test (and the in-process takeover
-	// test's); here every member reads its share from the start.
-	joined := func() bool {
-		for _, role := range []string{"ingest", "analyze"} {
-			gens := map[string]bool{}
-			for _, p := range procs {
-				var last string
-				for _, line := range strings.Split(p.logs.String(), "\n") {
-					if strings.Contains(line, `msg="kafka partitions assigned" role=`+role+" ") {
-						last = line
-					}
-				}
-				m := regexp.MustCompile(`generation=(\d+) partitions="([^"]*)"`).FindStringSubmatch(last)
-				if m == nil || strings.Count(m[2], "@") != 2 {
-					return false
-				}
-				gens[m[1]] = true
-			}
-			if len(gens) != 1 {
-				return false
-			}
-		}
-		return true
-	}
-	for !joined() && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Logf("joined after %v", time.Since(began).Round(time.Second))
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchSize: 100,
-		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { p, _ := strconv.Atoi(string(m.Headers[0].Value)); return p })}
-	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	stored := func() int { return engineCount(t, "SELECT count() FROM "+db+".events") }
-	for stored() < len(events) && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
-	}
+// check waits (until deadline) for the fleet to store every event and what
+// analyze finds, stops the live members, and compares: every event stored
+// once, the per-minute SLIs, the findings (each incident once), the
+// revocation rows.
+func (f *fleetRun) check(deadline time.Time) {
+	t := f.t
+	t.Helper()
+	f.waitStored(len(f.events), deadline)
 	// Then until the analyze group has committed the end of every keyed partition.
-	client := &kafka.Client{Addr: kafka.TCP(brokers...)}
-	t.Logf("stored after %v", time.Since(began).Round(time.Second))
-	for !analyzed(t, client, keyed, "fleet-"+topic+"-analyze") && time.Now().Before(deadline) {
+	client := &kafka.Client{Addr: kafka.TCP(f.brokers...)}
+	t.Logf("stored after %v", f.elapsed())
+	for !analyzed(t, client, f.keyed, "fleet-"+f.topic+"-analyze") && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	// A session revoke's slow-revocation finding comes when its owner has
 	// merged every member's partial result, after the last offsets.
 	findings := func() []string {
-		out, err := testkit.ClickHouseEngine(t).Query("SELECT kind, key, position(evidence, 'superseded_by') > 0 FROM "+db+".findings FINAL", "TabSeparated")
+		out, err := testkit.ClickHouseEngine(t).Query("SELECT kind, key, position(evidence, 'superseded_by') > 0 FROM "+f.db+".findings FINAL", "TabSeparated")
 		if err != nil {
 			t.Fatal(err)
 		}
 		var got []string
 		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			f := strings.Split(line, "\t")
-			if len(f) == 3 && f[2] == "0" {
-				got = append(got, f[0]+" "+f[1])
+			fs := strings.Split(line, "\t")
+			if len(fs) == 3 && fs[2] == "0" {
+				got = append(got, fs[0]+" "+fs[1])
 			}
 		}
 		return sortedIncidents(got)
 	}
-	t.Logf("keyed topic read after %v", time.Since(began).Round(time.Second))
-	for !slices.Equal(findings(), want) && time.Now().Before(deadline) {
+	t.Logf("keyed topic read after %v", f.elapsed())
+	for !slices.Equal(findings(), f.want) && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	// Every revoke's horizon has passed on every member: the owners of the
 	// session and family revokes merge the members' partial results.
 	revs := func() []string {
-		out, err := testkit.ClickHouseEngine(t).Query("SELECT revoked_at, target_id, service, propagated, residual_acceptances FROM "+db+".revocations FINAL", "TabSeparated")
+		out, err := testkit.ClickHouseEngine(t).Query("SELECT revoked_at, target_id, service, propagated, residual_acceptances FROM "+f.db+".revocations FINAL", "TabSeparated")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -255,31 +366,38 @@ func threeRunProcesses(t *testing.T, events []event.Event, format ingest.Format,
 		slices.Sort(rows)
 		return rows
 	}
-	t.Logf("findings after %v", time.Since(began).Round(time.Second))
-	for !slices.Equal(revs(), wantRevs) && time.Now().Before(deadline) {
+	t.Logf("findings after %v", f.elapsed())
+	for !slices.Equal(revs(), f.wantRevs) && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
-	for _, p := range procs {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	live := f.live()
+	for _, m := range live {
+		_ = m.cmd.Process.Signal(syscall.SIGTERM)
 	}
-	for i, p := range procs {
-		if err := p.cmd.Wait(); err != nil {
-			t.Errorf("process %d exited with %v; logs:\n%s", i, err, p.logs.String())
+	for i, m := range live {
+		if err := m.cmd.Wait(); err != nil {
+			t.Errorf("member %d exited with %v; logs:\n%s", i, err, m.logs.String())
 		}
 	}
-	if n := stored(); n != len(events) {
-		t.Fatalf("stored %d events, produced %d", n, len(events))
+	t.Logf("stopped after %v", f.elapsed())
+	logs := func() {
+		for i, m := range f.members {
+			t.Logf("member %d (killed %v):\n%s", i, m.killed, m.logs.String())
+		}
 	}
-	if n := engineCount(t, "SELECT count() FROM (SELECT partition, offset, record FROM "+db+".events GROUP BY partition, offset, record HAVING count() > 1)"); n != 0 {
+	if n := f.stored(); n != len(f.events) {
+		t.Fatalf("stored %d events, produced %d", n, len(f.events))
+	}
+	if n := engineCount(t, "SELECT count() FROM (SELECT partition, offset, record FROM "+f.db+".events GROUP BY partition, offset, record HAVING count() > 1)"); n != 0 {
 		t.Fatalf("%d events stored twice", n)
 	}
 	// The per-minute SLIs: what one process stores, every event once.
 	wantSLI := map[string]int{}
-	for i := range events {
-		e := &events[i]
+	for i := range f.events {
+		e := &f.events[i]
 		wantSLI[e.TS.UTC().Truncate(time.Minute).Format(time.DateTime)+"\t"+e.Service+"\t"+e.Kind.String()+"\t"+e.Outcome.String()]++
 	}
-	out, err := testkit.ClickHouseEngine(t).Query("SELECT minute, service, kind, outcome, sum(events) FROM "+db+".sli_minute GROUP BY minute, service, kind, outcome", "TabSeparated")
+	out, err := testkit.ClickHouseEngine(t).Query("SELECT minute, service, kind, outcome, sum(events) FROM "+f.db+".sli_minute GROUP BY minute, service, kind, outcome", "TabSeparated")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,21 +418,17 @@ func threeRunProcesses(t *testing.T, events []event.Event, format ingest.Format,
 		}
 		t.Errorf("sli_minute differs from one process's on %d of %d (minute, service, kind, outcome) rows (it has %d rows)", diff, len(wantSLI), len(gotSLI))
 	}
-	if got := findings(); !slices.Equal(got, want) {
-		t.Errorf("findings of three processes differ from analyze's:\n fleet:   %v\n analyze: %v", got, want)
-		for i, p := range procs {
-			t.Logf("process %d:\n%s", i, p.logs.String())
-		}
+	if got := findings(); !slices.Equal(got, f.want) {
+		t.Errorf("findings of the fleet differ from analyze's:\n fleet:   %v\n analyze: %v", got, f.want)
+		logs()
 	}
-	if got := revs(); !slices.Equal(got, wantRevs) {
-		t.Errorf("revocation rows of three processes differ from analyze's (%d rows, analyze %d):\n fleet:   %v\n analyze: %v", len(got), len(wantRevs), got, wantRevs)
-		for i, p := range procs {
-			t.Logf("process %d:\n%s", i, p.logs.String())
-		}
+	if got := revs(); !slices.Equal(got, f.wantRevs) {
+		t.Errorf("revocation rows of the fleet differ from analyze's (%d rows, analyze %d):\n fleet:   %v\n analyze: %v", len(got), len(f.wantRevs), got, f.wantRevs)
+		logs()
 	}
-	for i, p := range procs {
-		if !strings.Contains(p.logs.String(), "role=analyze") || !strings.Contains(p.logs.String(), "role=ingest") {
-			t.Errorf("process %d did not run both stages:\n%s", i, p.logs.String())
+	for i, m := range f.members {
+		if !strings.Contains(m.logs.String(), "role=analyze") || !strings.Contains(m.logs.String(), "role=ingest") {
+			t.Errorf("member %d did not run both stages:\n%s", i, m.logs.String())
 		}
 	}
 }

@@ -197,12 +197,21 @@ func Topic(t testing.TB) string {
 // every partition has a leader, so that a test's first write does not race the creation.
 func CreateTopic(t testing.TB, brokers []string, topic string, partitions int) {
 	t.Helper()
+	CreateReplicatedTopic(t, brokers, topic, partitions, 1, 0)
+}
+
+// CreateReplicatedTopic is CreateTopic with replication factor rf and, when minInsync > 0,
+// min.insync.replicas (on a KafkaCluster).
+func CreateReplicatedTopic(t testing.TB, brokers []string, topic string, partitions, rf, minInsync int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{
-		Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}},
-	})
+	tc := kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: rf}
+	if minInsync > 0 {
+		tc.ConfigEntries = []kafka.ConfigEntry{{ConfigName: "min.insync.replicas", ConfigValue: strconv.Itoa(minInsync)}}
+	}
+	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{tc}})
 	if err != nil {
 		t.Fatalf("creating topic %q with %d partitions on %v: %v", topic, partitions, brokers, err)
 	}
