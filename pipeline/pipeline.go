@@ -187,9 +187,9 @@ type Options struct {
 	Upstream func(ctx context.Context) (func(eventtime.Partition) bool, error)
 	// OnLag, with a SourcePartitioner, hears how far behind its end each
 	// partition's reader is: as it starts, then after each chunk.
-	OnLag func(partition int32, lag int64)
-	Metrics    *metrics.Pipeline
-	Log        *slog.Logger
+	OnLag   func(partition int32, lag int64)
+	Metrics *metrics.Pipeline
+	Log     *slog.Logger
 }
 
 // Stats are the running totals the demo summary prints.

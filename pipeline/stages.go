@@ -26,8 +26,8 @@ type Stages struct {
 	Detect   *detect.Engine
 	// tasks is the Tracker of the fleet's analyze stage: a tracker per
 	// keyed partition this member owns.
-	tasks    *sli.Tasks
-	sink     StageSink
+	tasks *sli.Tasks
+	sink  StageSink
 	// replaying mutes every output while stored history rebuilds state:
 	// what that history produced was counted and stored the first time.
 	replaying bool
