@@ -152,12 +152,16 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		opts.Replayer = nil
 		up := &rekey.UpstreamLag{Client: &kafka.Client{Addr: kafka.TCP(c.Kafka.Brokers...), Transport: tr},
 			Group: c.Kafka.GroupID, Topics: c.Kafka.Topics}
-		opts.Upstream = func(ctx context.Context) (func(eventtime.Partition) bool, error) {
+		opts.Upstream = func(ctx context.Context) (Upstream, error) {
 			lag, err := up.Read(ctx)
 			if err != nil {
-				return nil, err
+				return Upstream{}, err
 			}
-			return rekey.Lagging(lag), nil
+			ends, err := up.Ends(ctx, c.Fleet.KeyedTopic, c.Fleet.KeyedPartitions)
+			if err != nil {
+				return Upstream{}, err
+			}
+			return Upstream{Raw: rekey.Lagging(lag), KeyedEnds: ends, KeyedOf: rekey.KeyedOfStream}, nil
 		}
 		opts.MessageReplayer = &rekey.Replayer{Brokers: c.Kafka.Brokers, Dialer: d, Transport: tr,
 			Group: AnalyzeGroupID(c), Window: rebuild, MaxRecords: c.Fleet.RebuildMaxRecords}

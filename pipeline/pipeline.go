@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -180,11 +181,13 @@ type Options struct {
 	// hears which partitions this member reads now, on the processing
 	// goroutine.
 	OnAssigned func(partitions []int32)
-	// Upstream, with a SourcePartitioner (the fleet's analyze stage), says
-	// which merge streams have a backlog upstream (rekey.UpstreamLag): polled
-	// every upstreamPoll; such a stream holds the watermark while silent,
-	// up to the merge's LaggingTimeout.
-	Upstream func(ctx context.Context) (func(eventtime.Partition) bool, error)
+	// Upstream, with a SourcePartitioner (the fleet's analyze stage), tells
+	// what lies before this stage (rekey.UpstreamLag), polled every
+	// upstreamPoll: a merge stream whose raw partition the ingest group has
+	// not caught up with, or whose keyed partition's reader here is stalled
+	// behind the partition's end, holds the watermark while silent, up to
+	// the merge's LaggingTimeout.
+	Upstream func(ctx context.Context) (Upstream, error)
 	// OnLag, with a SourcePartitioner, hears how far behind its end each
 	// partition's reader is: as it starts, then after each chunk.
 	OnLag   func(partition int32, lag int64)
@@ -227,10 +230,14 @@ type Pipeline struct {
 	srcParts   SourcePartitioner // nil: merge by the consumed partitions
 	msgDec     MessageDecoder    // nil: the decoder reads values only
 	keyedTopic string            // the topic a SourcePartitioner's messages come from
-	trigger    time.Time         // append time of the event being observed
-	batchStart time.Time
-	lateSeen   map[string]int64 // stage late counts already exported
-	forced     int64            // merge's forced releases already exported
+	// delivered is, per keyed partition this analyze member reads, the
+	// offset after the last one delivered; polled is what it was at the
+	// last Upstream poll.
+	delivered, polled map[int32]int64
+	trigger           time.Time // append time of the event being observed
+	batchStart        time.Time
+	lateSeen          map[string]int64 // stage late counts already exported
+	forced            int64            // merge's forced releases already exported
 
 	consumed, accepted, stored, rejected, violations, findingsStored, retries atomic.Int64
 	reasonsMu                                                                 sync.Mutex
@@ -282,6 +289,7 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 		lateSeen: map[string]int64{},
 	}
 	p.srcParts, _ = o.Decoder.(SourcePartitioner)
+	p.delivered, p.polled = map[int32]int64{}, map[int32]int64{}
 	p.msgDec, _ = o.Decoder.(MessageDecoder)
 	cfg.EventTime.Discover = p.srcParts != nil
 	p.merge = eventtime.New(cfg.EventTime, p.observe)
@@ -397,6 +405,11 @@ func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int3
 	if p.srcParts != nil {
 		return p.onLoop(ctx, func() {
 			p.keyedTopic = topic // read by observe, on this goroutine
+			for k := range p.delivered {
+				if !slices.Contains(partitions, k) {
+					delete(p.delivered, k) // read elsewhere now
+				}
+			}
 			if p.o.OnAssigned != nil {
 				p.o.OnAssigned(partitions)
 			}
@@ -773,6 +786,47 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 }
 
+// Upstream is what the fleet's analyze stage learns of the stages before it.
+type Upstream struct {
+	// Raw says whether a merge stream's raw partition has events the
+	// ingest group has not committed.
+	Raw func(eventtime.Partition) bool
+	// KeyedEnds are the keyed topic's end offsets by partition.
+	KeyedEnds map[int32]int64
+	// KeyedOf is the keyed partition carrying a merge stream.
+	KeyedOf func(eventtime.Partition) (int32, bool)
+}
+
+// applyUpstream marks the merge streams that wait for something upstream:
+// their raw partition's backlog at the ingest stage, or their keyed
+// partition's reader, stalled (behind the partition's end, and nothing
+// delivered since the last poll: a broker died and its partitions'
+// leaders are moving). A stalled partition's revocation tracker stops
+// following the member's watermark (OnLag) until it delivers again.
+func (p *Pipeline) applyUpstream(u Upstream) {
+	stalled := map[int32]bool{}
+	for k, next := range p.delivered {
+		end, ok := u.KeyedEnds[k]
+		if ok && end > next && p.polled[k] == next {
+			stalled[k] = true
+			if p.o.OnLag != nil {
+				p.o.OnLag(k, end-next)
+			}
+		}
+	}
+	p.polled = maps.Clone(p.delivered)
+	p.merge.SetLagging(func(s eventtime.Partition) bool {
+		if u.Raw != nil && u.Raw(s) {
+			return true
+		}
+		if u.KeyedOf == nil {
+			return false
+		}
+		k, ok := u.KeyedOf(s)
+		return ok && stalled[k]
+	})
+}
+
 // upstreamPoll is how often the analyze stage reads the ingest group's lag.
 const upstreamPoll = 2 * time.Second
 
@@ -799,7 +853,7 @@ func (p *Pipeline) pollUpstream(ctx context.Context) {
 			continue
 		}
 		select {
-		case p.calls <- func() { p.merge.SetLagging(lagging) }:
+		case p.calls <- func() { p.applyUpstream(lagging) }:
 		case <-ctx.Done():
 			return
 		}
@@ -966,8 +1020,11 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 		last := &msgs[len(msgs)-1]
 		if p.srcParts == nil {
 			p.merge.Backlog(eventtime.Partition{Topic: last.Src.Topic, Partition: last.Src.Partition}, last.Lag, now)
-		} else if p.o.OnLag != nil {
-			p.o.OnLag(last.Src.Partition, last.Lag)
+		} else {
+			p.delivered[last.Src.Partition] = last.Src.Offset + 1
+			if p.o.OnLag != nil {
+				p.o.OnLag(last.Src.Partition, last.Lag)
+			}
 		}
 	}
 	p.merge.Advance(now)

@@ -3,6 +3,7 @@ package rekey
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/segmentio/kafka-go"
@@ -81,6 +82,42 @@ func (u *UpstreamLag) Read(ctx context.Context) (map[string]map[int32]int64, err
 				}
 			}
 			out[topic][int32(p.Partition)] = max(p.LastOffset-c, 0)
+		}
+	}
+	return out, nil
+}
+
+// KeyedOfStream is the keyed partition carrying an analyze-stage merge
+// stream.
+func KeyedOfStream(p eventtime.Partition) (int32, bool) {
+	_, via, ok := strings.Cut(p.Topic, streamVia)
+	if !ok {
+		return 0, false
+	}
+	i := strings.LastIndexByte(via, '/')
+	if i < 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(via[i+1:], 10, 32)
+	return int32(n), err == nil
+}
+
+// Ends returns the end offset of each of the first partitions partitions
+// of topic (the keyed topic: the analyze stage compares them with what its
+// readers delivered, to tell a stalled reader from a quiet partition).
+func (u *UpstreamLag) Ends(ctx context.Context, topic string, partitions int) (map[int32]int64, error) {
+	reqs := make([]kafka.OffsetRequest, partitions)
+	for i := range reqs {
+		reqs[i] = kafka.LastOffsetOf(i)
+	}
+	lo, err := u.Client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("keyed end offsets: %w", err)
+	}
+	out := map[int32]int64{}
+	for _, p := range lo.Topics[topic] {
+		if p.Error == nil {
+			out[int32(p.Partition)] = p.LastOffset
 		}
 	}
 	return out, nil

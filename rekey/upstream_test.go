@@ -65,4 +65,7 @@ func TestUpstreamLagIsTheIngestGroupsUncommittedTail(t *testing.T) {
 		lagging(eventtime.Partition{Topic: "keyed", Partition: 0}) {
 		t.Fatal("Lagging: want only the streams of raw partition 0")
 	}
+	if k, ok := rekey.KeyedOfStream(eventtime.Partition{Topic: topic + " via keyed/4", Partition: 0}); !ok || k != 4 {
+		t.Fatalf("KeyedOfStream: %d, %v; want keyed partition 4", k, ok)
+	}
 }
