@@ -137,6 +137,16 @@ type Pipeline struct {
 	DedupWindow time.Duration `yaml:"dedup_window"`
 	// DedupMaxEntries bounds the identities remembered (about 40 B each).
 	DedupMaxEntries int `yaml:"dedup_max_entries"`
+	// MaxEventAhead rejects an event whose ts is further ahead of the
+	// wall clock than this (an emitter's clock gone wrong, a unit mixed
+	// up): stored, it would sit in the future of every dashboard.
+	MaxEventAhead time.Duration `yaml:"max_event_ahead"`
+	// MaxEventAge rejects an event older than this; 0 (the default) only
+	// what the events table cannot hold (before 1900). Not the events
+	// table's retention by default: a backfill of older history still
+	// feeds the per-minute SLIs, which are kept 400 days. Nothing is ever
+	// stored with another ts than it was sent with.
+	MaxEventAge time.Duration `yaml:"max_event_age"`
 }
 
 // Fleet is the two-stage deployment: an ingest stage re-keys the raw
@@ -237,6 +247,7 @@ func Default() Config {
 			PartitionIdleTimeout: 5 * time.Second,
 			MergeBuffer:          100_000,
 			DedupWindow:          10 * time.Minute,
+			MaxEventAhead:        24 * time.Hour,
 			DedupMaxEntries:      500_000,
 		},
 		Fleet: Fleet{KeyedPartitions: 12, ReplicationFactor: -1, Retention: 24 * time.Hour, Role: RoleBoth,

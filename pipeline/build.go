@@ -234,6 +234,7 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		EventTime: eventtime.Config{IdleTimeout: idle, LaggingTimeout: lagging, MaxBuffered: c.Pipeline.MergeBuffer,
 			Lateness: c.Pipeline.Lateness, MaxAhead: maxAhead},
 		KeyedPartitions: keyedPartitions,
+		MaxEventAhead:   c.Pipeline.MaxEventAhead, MaxEventAge: c.Pipeline.MaxEventAge, Format: format,
 	}, opts)
 	if err != nil {
 		return nil, err

@@ -159,6 +159,44 @@ type Config struct {
 	// KeyedPartitions is the fleet's keyed topic's partition count in the
 	// analyze stage (0: not the fleet's analyze stage).
 	KeyedPartitions int
+	// MaxEventAhead and MaxEventAge bound the ts of an event accepted from
+	// a raw topic, against the wall clock (0: no bound; a ts before 1900,
+	// which the events table cannot hold, is always rejected); Format
+	// names the raw topics' format in those rejections.
+	MaxEventAhead, MaxEventAge time.Duration
+	Format                     ingest.Format
+}
+
+// oldestStorable is the earliest ts the events table's DateTime64 holds.
+var oldestStorable = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// implausibleTime rejects an event whose ts lies outside the plausible
+// window (Config.MaxEventAhead, MaxEventAge): stored as sent it would sit
+// in the future of every dashboard, or be dropped by the retention at once;
+// stored otherwise it would be altered. The analyze stage's events were
+// checked by the ingest stage.
+func (p *Pipeline) implausibleTime(m *consumer.Message, record int, e *event.Event, now time.Time) error {
+	if p.srcParts != nil {
+		return nil
+	}
+	var problem, want string
+	switch {
+	case e.TS.Before(oldestStorable):
+		problem, want = "ts "+e.TS.UTC().Format(time.RFC3339)+" is before 1900", "an RFC 3339 time of the event"
+	case p.cfg.MaxEventAhead > 0 && e.TS.After(now.Add(p.cfg.MaxEventAhead)):
+		problem = "ts " + e.TS.UTC().Format(time.RFC3339) + " is " + e.TS.Sub(now).Round(time.Second).String() + " ahead of this host's clock"
+		want = "at most pipeline.max_event_ahead (" + p.cfg.MaxEventAhead.String() + ") ahead"
+	case p.cfg.MaxEventAge > 0 && e.TS.Before(now.Add(-p.cfg.MaxEventAge)):
+		problem = "ts " + e.TS.UTC().Format(time.RFC3339) + " is older than the events table keeps"
+		want = "at most pipeline.max_event_age (" + p.cfg.MaxEventAge.String() + ") old"
+	default:
+		return nil
+	}
+	if p.cfg.Format != ingest.FormatOTLPProto && p.cfg.Format != ingest.FormatOTLPJSON {
+		record = -1
+	}
+	return &ingest.Error{Src: m.Src, Format: p.cfg.Format, Record: record, Field: "ts", Reason: ingest.ReasonInvalidValue,
+		Problem: problem, Expected: want}
 }
 
 // Options are the pipeline's collaborators; nil ones are off.
@@ -981,9 +1019,14 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 			p.batch.Track(m.Src)
 			continue
 		}
-		kept := 0
+		kept, bad := 0, 0
 		for j := range p.decoded {
 			e := &p.decoded[j]
+			if err := p.implausibleTime(m, j, e, now); err != nil {
+				p.reject(m, err)
+				bad++
+				continue
+			}
 			if p.o.Guard != nil {
 				if leaked := p.o.Guard.Apply(e); len(leaked) > 0 {
 					p.violations.Add(1)
@@ -1009,7 +1052,7 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 			p.merge.Add(src, e, m.Time, now)
 			p.accepted.Add(1)
 		}
-		p.o.Metrics.Accepted.WithLabelValues(m.Src.Topic).Add(float64(len(p.decoded)))
+		p.o.Metrics.Accepted.WithLabelValues(m.Src.Topic).Add(float64(len(p.decoded) - bad))
 		if kept == 0 {
 			p.batch.Track(m.Src) // every event a copy: its offset is still done
 		}

@@ -1,0 +1,82 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tokenwatch/tokenwatch/event"
+	"github.com/tokenwatch/tokenwatch/ingest"
+	"github.com/tokenwatch/tokenwatch/ingest/consumer"
+	"github.com/tokenwatch/tokenwatch/metrics"
+	"github.com/tokenwatch/tokenwatch/pipeline"
+)
+
+// An event whose ts lies outside the plausible window (before 1900, which
+// the events table cannot hold; more than pipeline.max_event_ahead ahead;
+// older than pipeline.max_event_age) is rejected with a reason naming the
+// message and the field, counted, and its offset still committed; it is
+// never stored with another ts than it was sent with.
+func TestEventTimesOutsideThePlausibleWindowAreRejectedNotAltered(t *testing.T) {
+	now := time.Now().UTC()
+	times := []time.Time{
+		now.Add(-time.Hour),                      // plausible
+		time.Date(1, 1, 1, 0, 0, 1, 0, time.UTC), // the year 1: was stored as 1829
+		now.Add(48 * time.Hour),                  // a clock two days ahead
+		now.Add(-60 * 24 * time.Hour),            // older than the retention
+	}
+	var msgs []consumer.Message
+	for i, ts := range times {
+		e := event.Event{TS: ts, Kind: event.KindValidate, Outcome: event.OK, Service: "api", TokenID: "tok-" + string(rune('a'+i))}
+		msgs = append(msgs, consumer.Message{Src: event.Source{Topic: "auth", Partition: 2, Offset: int64(i)}, Value: ingest.AppendJSON(nil, &e)})
+	}
+	st := &flakyStore{}
+	acks := &ackLog{}
+	reg := prometheus.NewRegistry()
+	var logs bytes.Buffer
+	dec, _ := ingest.NewDecoder(ingest.FormatJSON)
+	p, err := pipeline.New(pipeline.Config{BatchRows: 10, BatchInterval: 20 * time.Millisecond, MaxPendingBatches: 1,
+		RetryInitial: 2 * time.Millisecond, RetryMax: 10 * time.Millisecond, LabelCap: 10, ShutdownGrace: 300 * time.Millisecond,
+		MaxEventAhead: 24 * time.Hour, MaxEventAge: 30 * 24 * time.Hour, Format: ingest.FormatJSON},
+		pipeline.Options{Decoder: dec, Store: st, Acker: acks, Metrics: metrics.New(reg), Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	if err := p.Deliver(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if last, _ := acks.get(2); last == 3 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	if last, _ := acks.get(2); last != 3 {
+		t.Fatalf("acked up to offset %d, want 3: a rejected message's offset is done too", last)
+	}
+	if n := st.stored.Load(); n != 1 {
+		t.Fatalf("stored %d events, want only the plausible one", n)
+	}
+	rejected := testutil.ToFloat64(prometheusCounter(t, reg, "tokenwatch_events_rejected_total"))
+	if rejected != 3 {
+		t.Fatalf("counted %v rejections with reason invalid_value, want 3", rejected)
+	}
+	for _, want := range []string{`offset 1: field \"ts\": ts 0001-01-01T00:00:01Z is before 1900`,
+		`offset 2: field \"ts\": ts ` + times[2].Format(time.RFC3339) + ` is 48h0m0s ahead`, `offset 3: field \"ts\"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no log line with %q:\n%s", want, logs.String())
+		}
+	}
+}
