@@ -147,6 +147,12 @@ type Pipeline struct {
 	// feeds the per-minute SLIs, which are kept 400 days. Nothing is ever
 	// stored with another ts than it was sent with.
 	MaxEventAge time.Duration `yaml:"max_event_age"`
+	// MaxMessageBytes rejects a raw message larger than this, and
+	// MaxExtraBytes an event whose fields the contract does not name (kept
+	// in extra) take more than this, names and values together: a 10 MB
+	// unknown field was once stored whole.
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	MaxExtraBytes   int `yaml:"max_extra_bytes"`
 }
 
 // Fleet is the two-stage deployment: an ingest stage re-keys the raw
@@ -248,6 +254,8 @@ func Default() Config {
 			MergeBuffer:          100_000,
 			DedupWindow:          10 * time.Minute,
 			MaxEventAhead:        24 * time.Hour,
+			MaxMessageBytes:      1 << 20,
+			MaxExtraBytes:        16 << 10,
 			DedupMaxEntries:      500_000,
 		},
 		Fleet: Fleet{KeyedPartitions: 12, ReplicationFactor: -1, Retention: 24 * time.Hour, Role: RoleBoth,

@@ -107,6 +107,9 @@ func (c *Config) Validate() error {
 	if p.DedupWindow < 0 || p.DedupMaxEntries < 1 {
 		return fmt.Errorf("pipeline.dedup_window: want 0 (off) or a positive duration, and pipeline.dedup_max_entries at least 1")
 	}
+	if c.Pipeline.MaxMessageBytes < 1 || c.Pipeline.MaxExtraBytes < 1 {
+		return fmt.Errorf("pipeline.max_message_bytes and pipeline.max_extra_bytes: want at least 1 (defaults 1048576 and 16384)")
+	}
 	if c.Pipeline.MaxEventAhead <= 0 || c.Pipeline.MaxEventAge < 0 {
 		return fmt.Errorf("pipeline.max_event_ahead: want a positive duration (default 24h), and pipeline.max_event_age 0 (off) or a positive duration")
 	}

@@ -26,11 +26,15 @@ const (
 	// ReasonInvalidValue: a field has the wrong type or a value outside its
 	// enum or range.
 	ReasonInvalidValue Reason = "invalid_value"
+	// ReasonTooLarge: the message, or an event's fields the contract does
+	// not name, exceed the configured size (pipeline.max_message_bytes,
+	// pipeline.max_extra_bytes).
+	ReasonTooLarge Reason = "too_large"
 )
 
 // Reasons lists every Reason, so metrics can pre-create their series.
 func Reasons() []Reason {
-	return []Reason{ReasonEmpty, ReasonInvalidJSON, ReasonInvalidOTLP, ReasonMissingField, ReasonInvalidValue}
+	return []Reason{ReasonEmpty, ReasonInvalidJSON, ReasonInvalidOTLP, ReasonMissingField, ReasonInvalidValue, ReasonTooLarge}
 }
 
 // Error is one rejected message, or one rejected record of an OTLP batch. Its

@@ -235,6 +235,7 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 			Lateness: c.Pipeline.Lateness, MaxAhead: maxAhead},
 		KeyedPartitions: keyedPartitions,
 		MaxEventAhead:   c.Pipeline.MaxEventAhead, MaxEventAge: c.Pipeline.MaxEventAge, Format: format,
+		MaxMessageBytes: c.Pipeline.MaxMessageBytes, MaxExtraBytes: c.Pipeline.MaxExtraBytes,
 	}, opts)
 	if err != nil {
 		return nil, err

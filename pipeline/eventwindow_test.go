@@ -80,3 +80,64 @@ func TestEventTimesOutsideThePlausibleWindowAreRejectedNotAltered(t *testing.T) 
 		}
 	}
 }
+
+// A raw message over pipeline.max_message_bytes, or an event whose fields
+// outside the contract take more than pipeline.max_extra_bytes, is rejected
+// with reason too_large, counted, its offset committed, and not stored.
+func TestOversizedMessagesAndExtraFieldsAreRejected(t *testing.T) {
+	now := time.Now().UTC()
+	ok := event.Event{TS: now, Kind: event.KindValidate, Outcome: event.OK, Service: "api", TokenID: "tok-ok"}
+	big := ok
+	big.TokenID = "tok-big"
+	big.Extra = map[string]string{"blob": `"` + strings.Repeat("x", 5000) + `"`}
+	small := ok
+	small.TokenID, small.Extra = "tok-small", map[string]string{"note": `"fine"`}
+	values := [][]byte{ingest.AppendJSON(nil, &ok), ingest.AppendJSON(nil, &big), ingest.AppendJSON(nil, &small),
+		append(ingest.AppendJSON(nil, &ok), bytes.Repeat([]byte(" "), 20000)...)}
+	var msgs []consumer.Message
+	for i, v := range values {
+		msgs = append(msgs, consumer.Message{Src: event.Source{Topic: "auth", Partition: 1, Offset: int64(i)}, Value: v})
+	}
+	st := &flakyStore{}
+	acks := &ackLog{}
+	reg := prometheus.NewRegistry()
+	var logs bytes.Buffer
+	dec, _ := ingest.NewDecoder(ingest.FormatJSON)
+	p, err := pipeline.New(pipeline.Config{BatchRows: 10, BatchInterval: 20 * time.Millisecond, MaxPendingBatches: 1,
+		RetryInitial: 2 * time.Millisecond, RetryMax: 10 * time.Millisecond, LabelCap: 10, ShutdownGrace: 300 * time.Millisecond,
+		MaxMessageBytes: 10000, MaxExtraBytes: 1000, Format: ingest.FormatJSON},
+		pipeline.Options{Decoder: dec, Store: st, Acker: acks, Metrics: metrics.New(reg), Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	if err := p.Deliver(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if last, _ := acks.get(1); last == 3 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	if last, _ := acks.get(1); last != 3 {
+		t.Fatalf("acked up to offset %d, want 3", last)
+	}
+	if n := st.stored.Load(); n != 2 {
+		t.Fatalf("stored %d events, want the two of normal size", n)
+	}
+	if r := testutil.ToFloat64(prometheusCounter(t, reg, "tokenwatch_events_rejected_total")); r != 2 {
+		t.Fatalf("counted %v rejections, want 2", r)
+	}
+	for _, want := range []string{`offset 1: field \"extra\": 1 fields outside the contract take 5006 bytes; want at most pipeline.max_extra_bytes (1000) (too_large)`,
+		`offset 3: the message is`, `want at most pipeline.max_message_bytes (10000) (too_large)`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no log line with %q:\n%s", want, logs.String())
+		}
+	}
+}

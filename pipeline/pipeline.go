@@ -165,6 +165,41 @@ type Config struct {
 	// names the raw topics' format in those rejections.
 	MaxEventAhead, MaxEventAge time.Duration
 	Format                     ingest.Format
+	// MaxMessageBytes and MaxExtraBytes bound a raw message and an event's
+	// extra fields (0: no bound).
+	MaxMessageBytes, MaxExtraBytes int
+}
+
+// tooLarge rejects a raw message over Config.MaxMessageBytes, before it is
+// decoded.
+func (p *Pipeline) tooLarge(m *consumer.Message) error {
+	if p.srcParts != nil || p.cfg.MaxMessageBytes <= 0 || len(m.Value) <= p.cfg.MaxMessageBytes {
+		return nil
+	}
+	return &ingest.Error{Src: m.Src, Format: p.cfg.Format, Record: -1, Reason: ingest.ReasonTooLarge,
+		Problem:  fmt.Sprintf("the message is %d bytes", len(m.Value)),
+		Expected: fmt.Sprintf("at most pipeline.max_message_bytes (%d)", p.cfg.MaxMessageBytes)}
+}
+
+// extraTooLarge rejects an event whose fields outside the contract take
+// more than Config.MaxExtraBytes.
+func (p *Pipeline) extraTooLarge(m *consumer.Message, record int, e *event.Event) error {
+	if p.srcParts != nil || p.cfg.MaxExtraBytes <= 0 || len(e.Extra) == 0 {
+		return nil
+	}
+	n := 0
+	for k, v := range e.Extra {
+		n += len(k) + len(v)
+	}
+	if n <= p.cfg.MaxExtraBytes {
+		return nil
+	}
+	if p.cfg.Format != ingest.FormatOTLPProto && p.cfg.Format != ingest.FormatOTLPJSON {
+		record = -1
+	}
+	return &ingest.Error{Src: m.Src, Format: p.cfg.Format, Record: record, Field: "extra", Reason: ingest.ReasonTooLarge,
+		Problem:  fmt.Sprintf("%d fields outside the contract take %d bytes", len(e.Extra), n),
+		Expected: fmt.Sprintf("at most pipeline.max_extra_bytes (%d)", p.cfg.MaxExtraBytes)}
 }
 
 // oldestStorable is the earliest ts the events table's DateTime64 holds.
@@ -1003,6 +1038,12 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 			// held the watermark for as long as partials kept coming.
 			p.merge.Heard(src, now)
 		}
+		if err := p.tooLarge(m); err != nil {
+			p.reject(m, err)
+			p.o.Metrics.Decoded.WithLabelValues(m.Src.Topic).Inc()
+			p.batch.Track(m.Src) // its offset is done
+			continue
+		}
 		var errs []error
 		if p.msgDec != nil {
 			p.decoded, errs = p.msgDec.DecodeMessage(m, p.decoded[:0])
@@ -1022,7 +1063,11 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 		kept, bad := 0, 0
 		for j := range p.decoded {
 			e := &p.decoded[j]
-			if err := p.implausibleTime(m, j, e, now); err != nil {
+			err := p.implausibleTime(m, j, e, now)
+			if err == nil {
+				err = p.extraTooLarge(m, j, e)
+			}
+			if err != nil {
 				p.reject(m, err)
 				bad++
 				continue
