@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +141,68 @@ func TestOversizedMessagesAndExtraFieldsAreRejected(t *testing.T) {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("no log line with %q:\n%s", want, logs.String())
 		}
+	}
+}
+
+// 100 bad messages in a burst: the log's rate limit lets 10 lines a second
+// through, and says how many it kept out and their offset spans per
+// partition, so every rejected message can still be found by its offset.
+func TestRejectionsTheLogLimitKeepsOutAreSummedUpByPartition(t *testing.T) {
+	var msgs []consumer.Message
+	for i := range 100 {
+		msgs = append(msgs, consumer.Message{Src: event.Source{Topic: "auth", Partition: int32(i % 2), Offset: int64(i / 2)}, Value: []byte("{not json")})
+	}
+	st := &flakyStore{}
+	var logs bytes.Buffer
+	dec, _ := ingest.NewDecoder(ingest.FormatJSON)
+	p, err := pipeline.New(pipeline.Config{BatchRows: 10, BatchInterval: 20 * time.Millisecond, MaxPendingBatches: 1,
+		RetryInitial: 2 * time.Millisecond, RetryMax: 10 * time.Millisecond, LabelCap: 10, ShutdownGrace: 300 * time.Millisecond},
+		pipeline.Options{Decoder: dec, Store: st, Acker: &ackLog{}, Metrics: metrics.New(prometheus.NewRegistry()),
+			Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	for i := 0; i < len(msgs); i += 25 { // four chunks, as the consumer hands them on
+		if err := p.Deliver(ctx, msgs[i:i+25]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	<-done
+	found := map[string]int{} // "partition/offset" -> times accounted for
+	one := regexp.MustCompile(`partition (\d) offset (\d+)`)
+	span := regexp.MustCompile(`auth/(\d):(\d+)-(\d+) \((\d+)\)`)
+	summed := 0
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "message rejected") {
+			if m := one.FindStringSubmatch(line); m != nil {
+				found[m[1]+"/"+m[2]]++
+			}
+		}
+		if strings.Contains(line, "not logged one by one") {
+			for _, m := range span.FindAllStringSubmatch(line, -1) {
+				first, _ := strconv.Atoi(m[2])
+				last, _ := strconv.Atoi(m[3])
+				n, _ := strconv.Atoi(m[4])
+				summed += n
+				for o := first; o <= last; o++ {
+					found[m[1]+"/"+strconv.Itoa(o)]++
+				}
+			}
+		}
+	}
+	if summed == 0 {
+		t.Fatalf("no summary of the rejections kept out of the log:\n%s", logs.String())
+	}
+	for i := range 100 {
+		if k := strconv.Itoa(i%2) + "/" + strconv.Itoa(i/2); found[k] == 0 {
+			t.Errorf("rejected message at partition %s cannot be found in the log", k)
+		}
+	}
+	if individual := strings.Count(logs.String(), "message rejected"); individual+summed != 100 {
+		t.Errorf("%d logged one by one and %d summed up, want 100 in all", individual, summed)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -317,6 +318,7 @@ type Pipeline struct {
 	reasons                                                                   map[string]int64
 	latencies                                                                 []time.Duration
 	logLimit                                                                  rateLimit
+	unlogged                                                                  unlogged
 }
 
 // maxLatencySamples bounds the finding-latency samples kept for the summary.
@@ -845,6 +847,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				o.Tick(wm)
 			}
 			p.exportLate()
+			p.logUnlogged(now)
 			if (p.batch.Len() > 0 || len(p.findings) > 0 || len(p.revs) > 0) && now.Sub(p.batchStart) >= p.cfg.BatchInterval {
 				p.flush(nil)
 			} else if p.batch.Len() == 0 && (len(p.findings) > 0 || len(p.revs) > 0) {
@@ -900,6 +903,19 @@ func (p *Pipeline) applyUpstream(u Upstream) {
 	})
 }
 
+// logUnlogged says, at most once a second (and at shutdown: zero now), how
+// many rejections the log's rate limit kept out and where they are, per
+// partition, so every rejected message can still be found by its offset.
+func (p *Pipeline) logUnlogged(now time.Time) {
+	if p.unlogged.total == 0 || (!now.IsZero() && now.Sub(p.unlogged.last) < time.Second) {
+		return
+	}
+	p.unlogged.last = now
+	n, spans := p.unlogged.take()
+	p.o.Log.Warn("rejected messages not logged one by one (at most 10 lines a second); the rejections are in tokenwatch_events_rejected_total and, with kafka.dead_letter_topic, in that topic",
+		"count", n, "offsets", strings.Join(spans, ", "))
+}
+
 // upstreamPoll is how often the analyze stage reads the ingest group's lag.
 const upstreamPoll = 2 * time.Second
 
@@ -938,6 +954,7 @@ func (p *Pipeline) pollUpstream(ctx context.Context) {
 // horizon has not passed are marked truncated, as analyze reports them at
 // the end of a file), so it is stored with the last batch.
 func (p *Pipeline) finish() {
+	p.logUnlogged(time.Time{})
 	p.merge.Flush()
 	for _, o := range p.o.Observers {
 		o.Flush()
@@ -1131,6 +1148,8 @@ func (p *Pipeline) reject(m *consumer.Message, err error) {
 	p.o.Metrics.Rejected.WithLabelValues(m.Src.Topic, reason).Inc()
 	if p.logLimit.allow(time.Now()) {
 		p.o.Log.Warn("message rejected", "reason", reason, "err", err.Error())
+	} else {
+		p.unlogged.add(m.Src.Topic, m.Src.Partition, m.Src.Offset)
 	}
 	if p.o.DeadLetter != nil {
 		if ferr := p.o.DeadLetter.Forward(context.Background(), *m, err.Error()); ferr != nil {
