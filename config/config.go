@@ -91,6 +91,13 @@ type ClickHouse struct {
 	RetryInitial      time.Duration `yaml:"retry_initial"`
 	RetryMax          time.Duration `yaml:"retry_max"`
 	Compression       string        `yaml:"compression"` // none, lz4, zstd, gzip
+	// DialTimeout, ReadTimeout and MaxOpenConns tune the connection pool:
+	// a ClickHouse that accepts connections but never answers fails a
+	// query after ReadTimeout, and a pool of MaxOpenConns all waiting
+	// fails a new one after DialTimeout.
+	DialTimeout  time.Duration `yaml:"dial_timeout"`
+	ReadTimeout  time.Duration `yaml:"read_timeout"`
+	MaxOpenConns int           `yaml:"max_open_conns"`
 	// Cluster names the ClickHouse cluster (remote_servers) to migrate ON
 	// CLUSTER: ReplicatedMergeTree tables with Distributed tables over
 	// them (docs/scaling.md). Empty: one node.
@@ -242,6 +249,9 @@ func Default() Config {
 			MaxPendingBatches: 4,
 			RetryInitial:      200 * time.Millisecond,
 			RetryMax:          15 * time.Second,
+			DialTimeout:       10 * time.Second,
+			ReadTimeout:       5 * time.Minute,
+			MaxOpenConns:      4,
 			Compression:       "lz4",
 		},
 		Pipeline: Pipeline{

@@ -77,6 +77,9 @@ func (c *Config) Validate() error {
 	if ch.MaxPendingBatches < 1 {
 		return fmt.Errorf("clickhouse.max_pending_batches: want at least 1")
 	}
+	if ch.DialTimeout <= 0 || ch.ReadTimeout <= 0 || ch.MaxOpenConns < 1 {
+		return fmt.Errorf("clickhouse.dial_timeout, read_timeout: want positive durations (defaults 10s, 5m); clickhouse.max_open_conns: want at least 1 (default 4)")
+	}
 	if ch.RetryInitial <= 0 || ch.RetryMax < ch.RetryInitial {
 		return fmt.Errorf("clickhouse.retry_initial/retry_max: want 0 < retry_initial <= retry_max")
 	}

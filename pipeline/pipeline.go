@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/tokenwatch/tokenwatch/event"
 	"github.com/tokenwatch/tokenwatch/eventtime"
 	"github.com/tokenwatch/tokenwatch/finding"
@@ -1243,8 +1245,12 @@ func (p *Pipeline) insertLoop(ctx context.Context) {
 // It never drops the batch: a stopped pipeline leaves its offsets
 // uncommitted, so the data is read again.
 func (p *Pipeline) retry(ctx context.Context, op string, fn func() error) error {
-	backoff := p.cfg.RetryInitial
+	// Exponential with jitter (cenkalti/backoff's ±50 %), so replicas that
+	// lost ClickHouse together do not come back in step.
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = p.cfg.RetryInitial, p.cfg.RetryMax
 	for attempt := 0; ; attempt++ {
+		wait := b.NextBackOff()
 		err := fn()
 		if err == nil {
 			return nil
@@ -1253,14 +1259,13 @@ func (p *Pipeline) retry(ctx context.Context, op string, fn func() error) error 
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: gave up at shutdown: %w", op, err)
 		}
-		p.o.Log.Warn("ClickHouse write failed, retrying", "op", op, "attempt", attempt+1, "backoff", backoff, "err", err)
+		p.o.Log.Warn("ClickHouse write failed, retrying", "op", op, "attempt", attempt+1, "backoff", wait, "err", err)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s: gave up at shutdown: %w", op, err)
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		p.retries.Add(1)
 		p.o.Metrics.CHRetries.WithLabelValues(op).Inc()
-		backoff = min(backoff*2, p.cfg.RetryMax)
 	}
 }

@@ -39,10 +39,20 @@ func Open(ctx context.Context, c config.ClickHouse) (*Store, error) {
 			// materialized views that feed on it are not counted twice.
 			"deduplicate_blocks_in_dependent_materialized_views": 1,
 		},
-		DialTimeout:     10 * time.Second,
-		ReadTimeout:     5 * time.Minute,
-		MaxOpenConns:    4,
+		DialTimeout:     c.DialTimeout,
+		ReadTimeout:     c.ReadTimeout,
+		MaxOpenConns:    c.MaxOpenConns,
 		ConnMaxLifetime: time.Hour,
+	}
+	// Unset (a config built by hand, not from config.Default): the defaults.
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 10 * time.Second
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = 5 * time.Minute
+	}
+	if opts.MaxOpenConns <= 0 {
+		opts.MaxOpenConns = 4
 	}
 	switch c.Protocol {
 	case "native":
@@ -73,7 +83,8 @@ func Open(ctx context.Context, c config.ClickHouse) (*Store, error) {
 	}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("clickhouse %s: ping: %w", strings.Join(c.Addr, ","), err)
+		return nil, fmt.Errorf("clickhouse %s: ping (clickhouse.dial_timeout %v, read_timeout %v, max_open_conns %d): %w",
+			strings.Join(c.Addr, ","), opts.DialTimeout, opts.ReadTimeout, opts.MaxOpenConns, err)
 	}
 	return &Store{conn: conn, db: c.Database, ttl: c.TTLDays, cluster: c.Cluster}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tokenwatch/tokenwatch/config"
@@ -119,20 +120,26 @@ func (g *Group) Run(ctx context.Context, sink Sink) error {
 		return fmt.Errorf("kafka consumer group %s: %w", g.cfg.GroupID, err)
 	}
 	defer cg.Close()
+	// Rejoining backs off exponentially with jitter (up to 30 s), so a
+	// fleet that lost its brokers together does not knock in step.
+	join := backoff.NewExponentialBackOff()
+	join.InitialInterval, join.MaxInterval = 500*time.Millisecond, 30*time.Second
 	for {
 		gen, err := cg.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			g.log.Warn("kafka consumer group: joining failed, retrying", "group", g.cfg.GroupID, "err", err)
+			wait := join.NextBackOff()
+			g.log.Warn("kafka consumer group: joining failed, retrying", "group", g.cfg.GroupID, "retry_in", wait, "err", err)
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(time.Second):
+			case <-time.After(wait):
 			}
 			continue
 		}
+		join.Reset()
 		if err := g.runGeneration(ctx, gen, sink); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -289,21 +296,22 @@ func (g *Group) storedWithRetry(ctx context.Context) (map[string]map[int32]int64
 	if g.stored == nil {
 		return nil, nil
 	}
-	backoff := 200 * time.Millisecond
+	b := backoff.NewExponentialBackOff() // with jitter
+	b.InitialInterval, b.MaxInterval = 200*time.Millisecond, 15*time.Second
 	for {
 		s, err := g.stored(ctx, g.cfg.Topics)
 		if err == nil {
 			return s, nil
 		}
+		wait := b.NextBackOff()
 		g.m.CHErrors.WithLabelValues("stored_offsets").Inc()
-		g.log.Warn("reading stored offsets from ClickHouse failed, retrying", "err", err, "backoff", backoff)
+		g.log.Warn("reading stored offsets from ClickHouse failed, retrying", "err", err, "backoff", wait)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		g.m.CHRetries.WithLabelValues("stored_offsets").Inc()
-		backoff = min(backoff*2, 15*time.Second)
 	}
 }
 
