@@ -107,7 +107,6 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 	rebuild := c.Pipeline.RebuildWindow
 	keyedPartitions := 0
 	var maxAhead time.Duration
-	idle := c.Pipeline.PartitionIdleTimeout
 	var lagging time.Duration
 	switch role {
 	case config.RoleIngest:
@@ -231,7 +230,7 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 		BatchRows: c.ClickHouse.BatchRows, BatchInterval: c.ClickHouse.BatchInterval,
 		MaxPendingBatches: c.ClickHouse.MaxPendingBatches, RetryInitial: c.ClickHouse.RetryInitial,
 		RetryMax: c.ClickHouse.RetryMax, LabelCap: c.Pipeline.LabelCap, RebuildWindow: rebuild, RebuildMaxEvents: c.Pipeline.RebuildMaxEvents,
-		EventTime: eventtime.Config{IdleTimeout: idle, LaggingTimeout: lagging, MaxBuffered: c.Pipeline.MergeBuffer,
+		EventTime: eventtime.Config{IdleTimeout: c.Pipeline.PartitionIdleTimeout, LaggingTimeout: lagging, MaxBuffered: c.Pipeline.MergeBuffer,
 			Lateness: c.Pipeline.Lateness, MaxAhead: maxAhead},
 		KeyedPartitions: keyedPartitions,
 		MaxEventAhead:   c.Pipeline.MaxEventAhead, MaxEventAge: c.Pipeline.MaxEventAge, Format: format,

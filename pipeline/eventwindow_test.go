@@ -38,33 +38,8 @@ func TestEventTimesOutsideThePlausibleWindowAreRejectedNotAltered(t *testing.T) 
 		e := event.Event{TS: ts, Kind: event.KindValidate, Outcome: event.OK, Service: "api", TokenID: "tok-" + string(rune('a'+i))}
 		msgs = append(msgs, consumer.Message{Src: event.Source{Topic: "auth", Partition: 2, Offset: int64(i)}, Value: ingest.AppendJSON(nil, &e)})
 	}
-	st := &flakyStore{}
-	acks := &ackLog{}
-	reg := prometheus.NewRegistry()
-	var logs bytes.Buffer
-	dec, _ := ingest.NewDecoder(ingest.FormatJSON)
-	p, err := pipeline.New(pipeline.Config{BatchRows: 10, BatchInterval: 20 * time.Millisecond, MaxPendingBatches: 1,
-		RetryInitial: 2 * time.Millisecond, RetryMax: 10 * time.Millisecond, LabelCap: 10, ShutdownGrace: 300 * time.Millisecond,
-		MaxEventAhead: 24 * time.Hour, MaxEventAge: 30 * 24 * time.Hour, Format: ingest.FormatJSON},
-		pipeline.Options{Decoder: dec, Store: st, Acker: acks, Metrics: metrics.New(reg), Log: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
-	if err := p.Deliver(ctx, msgs); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if last, _ := acks.get(2); last == 3 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	cancel()
-	<-done
+	r := runLimited(t, pipeline.Config{MaxEventAhead: 24 * time.Hour, MaxEventAge: 30 * 24 * time.Hour}, msgs, 2, 3)
+	st, acks, reg, logs := r.st, r.acks, r.reg, r.logs
 	if last, _ := acks.get(2); last != 3 {
 		t.Fatalf("acked up to offset %d, want 3: a rejected message's offset is done too", last)
 	}
@@ -100,33 +75,8 @@ func TestOversizedMessagesAndExtraFieldsAreRejected(t *testing.T) {
 	for i, v := range values {
 		msgs = append(msgs, consumer.Message{Src: event.Source{Topic: "auth", Partition: 1, Offset: int64(i)}, Value: v})
 	}
-	st := &flakyStore{}
-	acks := &ackLog{}
-	reg := prometheus.NewRegistry()
-	var logs bytes.Buffer
-	dec, _ := ingest.NewDecoder(ingest.FormatJSON)
-	p, err := pipeline.New(pipeline.Config{BatchRows: 10, BatchInterval: 20 * time.Millisecond, MaxPendingBatches: 1,
-		RetryInitial: 2 * time.Millisecond, RetryMax: 10 * time.Millisecond, LabelCap: 10, ShutdownGrace: 300 * time.Millisecond,
-		MaxMessageBytes: 10000, MaxExtraBytes: 1000, Format: ingest.FormatJSON},
-		pipeline.Options{Decoder: dec, Store: st, Acker: acks, Metrics: metrics.New(reg), Log: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
-	if err := p.Deliver(ctx, msgs); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if last, _ := acks.get(1); last == 3 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	cancel()
-	<-done
+	r := runLimited(t, pipeline.Config{MaxMessageBytes: 10000, MaxExtraBytes: 1000}, msgs, 1, 3)
+	st, acks, reg, logs := r.st, r.acks, r.reg, r.logs
 	if last, _ := acks.get(1); last != 3 {
 		t.Fatalf("acked up to offset %d, want 3", last)
 	}
@@ -152,27 +102,8 @@ func TestRejectionsTheLogLimitKeepsOutAreSummedUpByPartition(t *testing.T) {
 	for i := range 100 {
 		msgs = append(msgs, consumer.Message{Src: event.Source{Topic: "auth", Partition: int32(i % 2), Offset: int64(i / 2)}, Value: []byte("{not json")})
 	}
-	st := &flakyStore{}
-	var logs bytes.Buffer
-	dec, _ := ingest.NewDecoder(ingest.FormatJSON)
-	p, err := pipeline.New(pipeline.Config{BatchRows: 10, BatchInterval: 20 * time.Millisecond, MaxPendingBatches: 1,
-		RetryInitial: 2 * time.Millisecond, RetryMax: 10 * time.Millisecond, LabelCap: 10, ShutdownGrace: 300 * time.Millisecond},
-		pipeline.Options{Decoder: dec, Store: st, Acker: &ackLog{}, Metrics: metrics.New(prometheus.NewRegistry()),
-			Log: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
-	for i := 0; i < len(msgs); i += 25 { // four chunks, as the consumer hands them on
-		if err := p.Deliver(ctx, msgs[i:i+25]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cancel()
-	<-done
-	found := map[string]int{} // "partition/offset" -> times accounted for
+	logs := runLimited(t, pipeline.Config{}, msgs, 0, -1).logs // four chunks, as the consumer hands them on
+	found := map[string]int{}                                  // "partition/offset" -> times accounted for
 	one := regexp.MustCompile(`partition (\d) offset (\d+)`)
 	span := regexp.MustCompile(`auth/(\d):(\d+)-(\d+) \((\d+)\)`)
 	summed := 0
@@ -205,4 +136,49 @@ func TestRejectionsTheLogLimitKeepsOutAreSummedUpByPartition(t *testing.T) {
 	if individual := strings.Count(logs.String(), "message rejected"); individual+summed != 100 {
 		t.Errorf("%d logged one by one and %d summed up, want 100 in all", individual, summed)
 	}
+}
+
+// limitedRun is what runLimited leaves to look at.
+type limitedRun struct {
+	st   *flakyStore
+	acks *ackLog
+	reg  *prometheus.Registry
+	logs bytes.Buffer
+}
+
+// runLimited runs a pipeline on JSON messages with the limits of limits
+// (and small batches), delivers msgs in chunks of 25, waits (at most 5 s)
+// until partition's offset last is acknowledged (last < 0: no wait), and
+// stops it.
+func runLimited(t *testing.T, limits pipeline.Config, msgs []consumer.Message, partition int32, last int64) *limitedRun {
+	t.Helper()
+	r := &limitedRun{st: &flakyStore{}, acks: &ackLog{}, reg: prometheus.NewRegistry()}
+	cfg := limits
+	cfg.BatchRows, cfg.BatchInterval, cfg.MaxPendingBatches = 10, 20*time.Millisecond, 1
+	cfg.RetryInitial, cfg.RetryMax, cfg.LabelCap, cfg.ShutdownGrace = 2*time.Millisecond, 10*time.Millisecond, 10, 300*time.Millisecond
+	cfg.Format = ingest.FormatJSON
+	dec, _ := ingest.NewDecoder(ingest.FormatJSON)
+	p, err := pipeline.New(cfg, pipeline.Options{Decoder: dec, Store: r.st, Acker: r.acks, Metrics: metrics.New(r.reg),
+		Log: slog.New(slog.NewTextHandler(&r.logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	for i := 0; i < len(msgs); i += 25 {
+		if err := p.Deliver(ctx, msgs[i:min(i+25, len(msgs))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for last >= 0 && time.Now().Before(deadline) {
+		if got, _ := r.acks.get(partition); got == last {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	return r
 }

@@ -197,12 +197,19 @@ func (p *Pipeline) extraTooLarge(m *consumer.Message, record int, e *event.Event
 	if n <= p.cfg.MaxExtraBytes {
 		return nil
 	}
+	return p.recordError(m, record, "extra", ingest.ReasonTooLarge,
+		fmt.Sprintf("%d fields outside the contract take %d bytes", len(e.Extra), n),
+		fmt.Sprintf("at most pipeline.max_extra_bytes (%d)", p.cfg.MaxExtraBytes))
+}
+
+// recordError is the rejection of one decoded event of m (the record-th of
+// an OTLP batch; a JSON message holds one).
+func (p *Pipeline) recordError(m *consumer.Message, record int, field string, reason ingest.Reason, problem, want string) error {
 	if p.cfg.Format != ingest.FormatOTLPProto && p.cfg.Format != ingest.FormatOTLPJSON {
 		record = -1
 	}
-	return &ingest.Error{Src: m.Src, Format: p.cfg.Format, Record: record, Field: "extra", Reason: ingest.ReasonTooLarge,
-		Problem:  fmt.Sprintf("%d fields outside the contract take %d bytes", len(e.Extra), n),
-		Expected: fmt.Sprintf("at most pipeline.max_extra_bytes (%d)", p.cfg.MaxExtraBytes)}
+	return &ingest.Error{Src: m.Src, Format: p.cfg.Format, Record: record, Field: field, Reason: reason,
+		Problem: problem, Expected: want}
 }
 
 // oldestStorable is the earliest ts the events table's DateTime64 holds.
@@ -230,11 +237,7 @@ func (p *Pipeline) implausibleTime(m *consumer.Message, record int, e *event.Eve
 	default:
 		return nil
 	}
-	if p.cfg.Format != ingest.FormatOTLPProto && p.cfg.Format != ingest.FormatOTLPJSON {
-		record = -1
-	}
-	return &ingest.Error{Src: m.Src, Format: p.cfg.Format, Record: record, Field: "ts", Reason: ingest.ReasonInvalidValue,
-		Problem: problem, Expected: want}
+	return p.recordError(m, record, "ts", ingest.ReasonInvalidValue, problem, want)
 }
 
 // Options are the pipeline's collaborators; nil ones are off.

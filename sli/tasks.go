@@ -100,10 +100,16 @@ func (t *Tasks) tracker(p int32) *Tracker {
 		return tr
 	}
 	tr, _ := NewTracker(t.cfg) // the config was validated by NewTasks
-	tr.owned = []int32{p}
-	tr.callbacks = slices.Clone(t.results)
-	tr.breachCBs = slices.Clone(t.breaches)
-	tr.partialCBs = slices.Clone(t.partials)
+	tr.SetOwned([]int32{p})
+	for _, fn := range t.results {
+		tr.OnResult(fn)
+	}
+	for _, fn := range t.breaches {
+		tr.OnBreach(fn)
+	}
+	for _, fn := range t.partials {
+		tr.OnPartial(fn)
+	}
 	t.byPart[p] = tr
 	return tr
 }
