@@ -197,6 +197,17 @@ func (m *Merger) Revoke(p Partition) {
 	m.gate.set(p, false)
 }
 
+// Expect makes a partition known before it delivers, as Assign does, but
+// leaves one already known as it is: the fleet's analyze stage learns its
+// streams from the records (Discover), so a raw partition whose events are
+// still on their way from the ingest stage (a backlog upstream, see
+// SetLagging) would otherwise not hold the watermark back until its first
+// record came, and every event of it older than the watermark by then
+// would be late.
+func (m *Merger) Expect(p Partition, now time.Time) {
+	m.part(p, now)
+}
+
 // Heard notes that a partition delivered a message, even one without
 // accepted events: it is alive.
 func (m *Merger) Heard(p Partition, now time.Time) {

@@ -335,3 +335,52 @@ func TestAStreamLaggingUpstreamHoldsTheWatermarkWhileSilent(t *testing.T) {
 		t.Fatalf("released %d after partition 1's upstream caught up: still held at partition 1's event 2", len(o.ts))
 	}
 }
+
+// A stream expected before its first event (Expect: the fleet's analyze
+// stage, a raw partition with a backlog upstream that has delivered
+// nothing yet) holds the watermark while it lags upstream, so its first
+// events, older than everything delivered so far, are not late; Expect
+// leaves a stream already heard as it is.
+func TestAnExpectedStreamHoldsTheWatermarkBeforeItsFirstEvent(t *testing.T) {
+	for _, expect := range []bool{false, true} {
+		var o out
+		m := New(Config{IdleTimeout: 5 * time.Second, LaggingTimeout: time.Minute, Discover: true}, o.emit)
+		now := time.Now()
+		if expect {
+			m.Expect(p1, now)
+		}
+		m.SetLagging(func(p Partition) bool { return p == p1 })
+		for s := 100; s <= 200; s++ {
+			m.Add(p0, ev(s), now, now)
+		}
+		m.Advance(now.Add(10 * time.Second))
+		if expect && len(o.ts) != 0 {
+			t.Fatalf("released %d while the expected stream, lagging upstream, had delivered nothing", len(o.ts))
+		}
+		if !expect && len(o.ts) == 0 {
+			t.Fatal("nothing released with no stream expected: the test does not tell the two apart")
+		}
+		m.Add(p1, ev(50), now, now.Add(11*time.Second)) // the backlog's first event
+		m.Advance(now.Add(11 * time.Second))
+		m.Flush()
+		if s := m.Stats(); expect && (s.Reordered != 0 || s.Late != 0) {
+			t.Fatalf("expected stream: %+v, want nothing reordered", s)
+		} else if !expect && s.Reordered != 1 {
+			t.Fatalf("unexpected stream: %+v, want its first event reordered", s)
+		}
+	}
+	// Expect does not reset a stream already heard: silent past IdleTimeout
+	// and not lagging, it stays idle.
+	var o out
+	m := New(Config{IdleTimeout: 5 * time.Second}, o.emit)
+	now := time.Now()
+	m.Add(p0, ev(1), now, now)
+	m.Add(p1, ev(2), now, now)
+	m.Advance(now)
+	m.Expect(p1, now.Add(10*time.Second))
+	m.Add(p0, ev(30), now, now.Add(10*time.Second))
+	m.Advance(now.Add(10 * time.Second))
+	if s := m.Stats(); s.Idle != 1 {
+		t.Fatalf("stats %+v: Expect revived a silent stream", s)
+	}
+}

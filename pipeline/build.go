@@ -160,7 +160,7 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 			if err != nil {
 				return Upstream{}, err
 			}
-			return Upstream{Raw: rekey.Lagging(lag), KeyedEnds: ends, KeyedOf: rekey.KeyedOfStream}, nil
+			return Upstream{Raw: rekey.Lagging(lag), RawLag: lag, KeyedEnds: ends, KeyedOf: rekey.KeyedOfStream}, nil
 		}
 		opts.MessageReplayer = &rekey.Replayer{Brokers: c.Kafka.Brokers, Dialer: d, Transport: tr,
 			Group: AnalyzeGroupID(c), Window: rebuild, MaxRecords: c.Fleet.RebuildMaxRecords}

@@ -182,3 +182,42 @@ func runLimited(t *testing.T, limits pipeline.Config, msgs []consumer.Message, p
 	<-done
 	return r
 }
+
+// When every message since the last stored row was rejected, their offsets
+// are committed within the batch interval, not only when the next row is
+// stored or at shutdown (the fleet's analyze stage reads keyed records
+// that carry no event, partials and token facts, which left its group's
+// offsets behind the keyed topic's end for as long as no row came).
+func TestOffsetsOfMessagesWithoutRowsAreAckedWhileRunning(t *testing.T) {
+	var msgs []consumer.Message
+	for i := range 3 {
+		msgs = append(msgs, consumer.Message{Src: event.Source{Topic: "auth", Partition: 4, Offset: int64(10 + i)}, Value: []byte(`{"not":"an event"}`)})
+	}
+	st, acks := &flakyStore{}, &ackLog{}
+	cfg := pipeline.Config{BatchRows: 10, BatchInterval: 20 * time.Millisecond, MaxPendingBatches: 1, RetryInitial: 2 * time.Millisecond,
+		RetryMax: 10 * time.Millisecond, LabelCap: 10, ShutdownGrace: 300 * time.Millisecond, Format: ingest.FormatJSON}
+	dec, _ := ingest.NewDecoder(ingest.FormatJSON)
+	p, err := pipeline.New(cfg, pipeline.Options{Decoder: dec, Store: st, Acker: acks, Metrics: metrics.New(prometheus.NewRegistry()),
+		Log: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	if err := p.Deliver(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if last, ok := acks.get(4); ok && last == 12 {
+			cancel()
+			<-done
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	last, ok := acks.get(4)
+	t.Fatalf("while running, acked %d (%v), want offset 12: rejected messages' offsets waited for a row", last, ok)
+}

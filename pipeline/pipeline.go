@@ -26,6 +26,7 @@ import (
 	"github.com/tokenwatch/tokenwatch/ingest"
 	"github.com/tokenwatch/tokenwatch/ingest/consumer"
 	"github.com/tokenwatch/tokenwatch/metrics"
+	"github.com/tokenwatch/tokenwatch/rekey"
 	"github.com/tokenwatch/tokenwatch/store"
 )
 
@@ -309,6 +310,11 @@ type Pipeline struct {
 	srcParts   SourcePartitioner // nil: merge by the consumed partitions
 	msgDec     MessageDecoder    // nil: the decoder reads values only
 	keyedTopic string            // the topic a SourcePartitioner's messages come from
+	ownedKeyed []int32           // the keyed partitions this member reads
+	// catchUp holds the keyed partitions taken with a backlog, until their
+	// reader has delivered up to the end they had (-1: not known yet).
+	catchUp map[int32]int64
+	rawLag  map[string]map[int32]int64 // the ingest group's lag, last read
 	// delivered is, per keyed partition this analyze member reads, the
 	// offset after the last one delivered; polled is what it was at the
 	// last Upstream poll.
@@ -370,6 +376,7 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 	}
 	p.srcParts, _ = o.Decoder.(SourcePartitioner)
 	p.delivered, p.polled = map[int32]int64{}, map[int32]int64{}
+	p.catchUp = map[int32]int64{}
 	p.msgDec, _ = o.Decoder.(MessageDecoder)
 	cfg.EventTime.Discover = p.srcParts != nil
 	p.merge = eventtime.New(cfg.EventTime, p.observe)
@@ -485,6 +492,12 @@ func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int3
 	if p.srcParts != nil {
 		return p.onLoop(ctx, func() {
 			p.keyedTopic = topic // read by observe, on this goroutine
+			p.ownedKeyed = slices.Clone(partitions)
+			for k := range p.catchUp {
+				if !slices.Contains(partitions, k) {
+					delete(p.catchUp, k)
+				}
+			}
 			for k := range p.delivered {
 				if !slices.Contains(partitions, k) {
 					delete(p.delivered, k) // read elsewhere now
@@ -513,10 +526,29 @@ var aggregatedKinds = []string{"clock_skew", "key_rotation_break", "refresh_anom
 // holds the watermark back until it delivers.
 func (p *Pipeline) Backlog(ctx context.Context, topic string, partition int32, lag int64) error {
 	if p.srcParts != nil {
-		if p.o.OnLag == nil {
-			return nil
-		}
-		return p.onLoop(ctx, func() { p.o.OnLag(partition, lag) })
+		return p.onLoop(ctx, func() {
+			if p.o.OnLag != nil {
+				p.o.OnLag(partition, lag)
+			}
+			if lag <= 0 {
+				delete(p.catchUp, partition)
+				return
+			}
+			// Until its reader has read what the partition held when it
+			// was taken (its end, learnt at the next upstream poll), every
+			// raw partition's stream through it may still deliver, however
+			// far behind the streams already heard: each holds the
+			// watermark back (up to LaggingTimeout).
+			if _, ok := p.catchUp[partition]; !ok {
+				p.catchUp[partition] = -1
+			}
+			p.expectStreams(func(k int32, _ int64) bool { return k == partition })
+			for topic, parts := range p.rawLag {
+				for rp := range parts {
+					p.merge.Backlog(rekey.Stream(topic, rp, p.keyedTopic, partition), lag, time.Now())
+				}
+			}
+		})
 	}
 	return p.onLoop(ctx, func() {
 		p.merge.Backlog(eventtime.Partition{Topic: topic, Partition: partition}, lag, time.Now())
@@ -847,13 +879,17 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			fn()
 		case now := <-tick.C:
 			p.merge.Advance(now)
+			p.dedupLow()
 			wm := p.merge.Watermark()
 			for _, o := range p.o.Observers {
 				o.Tick(wm)
 			}
 			p.exportLate()
 			p.logUnlogged(now)
-			if (p.batch.Len() > 0 || len(p.findings) > 0 || len(p.revs) > 0) && now.Sub(p.batchStart) >= p.cfg.BatchInterval {
+			// A batch of messages without rows (rejected, or keyed records
+			// that carry no event) is flushed too: it stores nothing, and
+			// its offsets are committed.
+			if (p.batch.Len() > 0 || p.batch.Tracked() > 0 || len(p.findings) > 0 || len(p.revs) > 0) && now.Sub(p.batchStart) >= p.cfg.BatchInterval {
 				p.flush(nil)
 			} else if p.batch.Len() == 0 && (len(p.findings) > 0 || len(p.revs) > 0) {
 				p.flush(nil)
@@ -872,6 +908,9 @@ type Upstream struct {
 	// Raw says whether a merge stream's raw partition has events the
 	// ingest group has not committed.
 	Raw func(eventtime.Partition) bool
+	// RawLag is the ingest group's lag by raw topic and partition (every
+	// raw partition, 0 included).
+	RawLag map[string]map[int32]int64
 	// KeyedEnds are the keyed topic's end offsets by partition.
 	KeyedEnds map[int32]int64
 	// KeyedOf is the keyed partition carrying a merge stream.
@@ -886,9 +925,17 @@ type Upstream struct {
 // following the member's watermark (OnLag) until it delivers again.
 func (p *Pipeline) applyUpstream(u Upstream) {
 	stalled := map[int32]bool{}
-	for k, next := range p.delivered {
-		end, ok := u.KeyedEnds[k]
-		if ok && end > next && p.polled[k] == next {
+	for _, k := range p.ownedKeyed {
+		next, was := p.delivered[k], p.polled[k]
+		if next != was {
+			continue // delivered since the last poll
+		}
+		if end, ok := u.KeyedEnds[k]; !ok && u.KeyedEnds != nil {
+			// Its end is unknown: the broker that led it died and its
+			// leader is moving. Whatever it holds comes once a new leader
+			// serves it.
+			stalled[k] = true
+		} else if ok && end > next {
 			stalled[k] = true
 			if p.o.OnLag != nil {
 				p.o.OnLag(k, end-next)
@@ -896,16 +943,56 @@ func (p *Pipeline) applyUpstream(u Upstream) {
 		}
 	}
 	p.polled = maps.Clone(p.delivered)
-	p.merge.SetLagging(func(s eventtime.Partition) bool {
-		if u.Raw != nil && u.Raw(s) {
-			return true
+	for k, end := range p.catchUp {
+		if end < 0 {
+			if e, ok := u.KeyedEnds[k]; ok {
+				p.catchUp[k] = e
+			}
+		} else if p.delivered[k] >= end {
+			delete(p.catchUp, k) // read what was there when it was taken
 		}
+	}
+	if u.RawLag != nil {
+		p.rawLag = u.RawLag
+	}
+	p.expectStreams(func(k int32, lag int64) bool {
+		_, catchingUp := p.catchUp[k]
+		return lag > 0 || catchingUp
+	})
+	p.merge.SetLagging(func(s eventtime.Partition) bool {
 		if u.KeyedOf == nil {
-			return false
+			return u.Raw != nil && u.Raw(s)
 		}
 		k, ok := u.KeyedOf(s)
-		return ok && stalled[k]
+		if !ok || !slices.Contains(p.ownedKeyed, k) {
+			return false // read elsewhere now: its new owner waits for it
+		}
+		_, catchingUp := p.catchUp[k]
+		return catchingUp || stalled[k] || u.Raw != nil && u.Raw(s)
 	})
+}
+
+// expectStreams makes the merge wait for the streams of the keyed
+// partitions this member owns whose raw partition's lag upstream, or whose
+// keyed partition, want says is worth waiting for, whether they delivered
+// yet or not: a stream the merge has not heard of cannot hold the
+// watermark back, and the first events of a raw partition whose ingest
+// member started late, or of a keyed partition taken over with a backlog,
+// were late when they came (docs/fleet.md, "Failover").
+func (p *Pipeline) expectStreams(want func(keyed int32, rawLag int64) bool) {
+	if p.keyedTopic == "" {
+		return
+	}
+	now := time.Now()
+	for topic, parts := range p.rawLag {
+		for rp, lag := range parts {
+			for _, k := range p.ownedKeyed {
+				if want(k, lag) {
+					p.merge.Expect(rekey.Stream(topic, rp, p.keyedTopic, k), now)
+				}
+			}
+		}
+	}
 }
 
 // logUnlogged says, at most once a second (and at shutdown: zero now), how
@@ -1138,6 +1225,16 @@ func (p *Pipeline) process(msgs []consumer.Message) {
 		}
 	}
 	p.merge.Advance(now)
+	p.dedupLow()
+}
+
+// dedupLow tells the copy filter how far the slowest partition has reached
+// (ingest/dedup's SetLow): a copy on another partition, read minutes ahead
+// on a backlog, is still recognised.
+func (p *Pipeline) dedupLow() {
+	if l, ok := p.o.Dedup.(interface{ SetLow(time.Time) }); ok {
+		l.SetLow(p.merge.Watermark())
+	}
 }
 
 func (p *Pipeline) reject(m *consumer.Message, err error) {

@@ -118,7 +118,13 @@ func (d *Decoder) MergePartition(m *consumer.Message) (eventtime.Partition, bool
 	if err != nil {
 		return eventtime.Partition{}, false
 	}
-	return eventtime.Partition{Topic: src.Topic + streamVia + m.Src.Topic + "/" + strconv.Itoa(int(m.Src.Partition)), Partition: src.Partition}, true
+	return Stream(src.Topic, src.Partition, m.Src.Topic, m.Src.Partition), true
+}
+
+// Stream names the merge stream of raw partition rawPart of rawTopic as
+// carried by keyed partition keyedPart of keyedTopic.
+func Stream(rawTopic string, rawPart int32, keyedTopic string, keyedPart int32) eventtime.Partition {
+	return eventtime.Partition{Topic: rawTopic + streamVia + keyedTopic + "/" + strconv.Itoa(int(keyedPart)), Partition: rawPart}
 }
 
 // decodeOther handles a keyed record that is not an event.

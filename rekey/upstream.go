@@ -72,6 +72,10 @@ func (u *UpstreamLag) Read(ctx context.Context) (map[string]map[int32]int64, err
 		out[topic] = map[int32]int64{}
 		for _, p := range ps {
 			if p.Error != nil {
+				// Its leader is moving (a broker died): whatever it holds
+				// is on its way once a new leader serves it, so its
+				// streams keep waiting, as for a backlog.
+				out[topic][int32(p.Partition)] = 1
 				continue
 			}
 			c, ok := committed[topic][p.Partition]

@@ -69,3 +69,18 @@ func TestUpstreamLagIsTheIngestGroupsUncommittedTail(t *testing.T) {
 		t.Fatalf("KeyedOfStream: %d, %v; want keyed partition 4", k, ok)
 	}
 }
+
+// Stream names a merge stream so that RawOfStream and KeyedOfStream read
+// its raw topic and keyed partition back.
+func TestStreamNamesRoundTrip(t *testing.T) {
+	s := rekey.Stream("raw", 2, "keyed", 7)
+	if s.Partition != 2 {
+		t.Fatalf("stream %v: raw partition %d, want 2", s, s.Partition)
+	}
+	if k, ok := rekey.KeyedOfStream(s); !ok || k != 7 {
+		t.Fatalf("stream %v: keyed partition %d %v, want 7", s, k, ok)
+	}
+	if topic, ok := rekey.RawOfStream(s); !ok || topic != "raw" {
+		t.Fatalf("stream %v: raw topic %q %v", s, topic, ok)
+	}
+}

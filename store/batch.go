@@ -161,6 +161,9 @@ func (b *Batch) Add(e *event.Event) {
 	b.track(e.Src)
 }
 
+// Tracked is how many partitions the batch covers, rows or not.
+func (b *Batch) Tracked() int { return len(b.ranges) }
+
 // Track records a consumed message's position without a row (a rejected
 // message), so the batch's offset range and commit still cover it.
 func (b *Batch) Track(src event.Source) { b.track(src) }

@@ -45,6 +45,7 @@ type Filter struct {
 	fifo   []entry // in arrival order; head is the oldest
 	head   int
 	newest int64
+	low    int64 // SetLow's bound; 0: none
 	buf    []byte
 }
 
@@ -77,11 +78,29 @@ func (f *Filter) Seen(e *event.Event) bool {
 	return false
 }
 
+// SetLow tells the filter how far the slowest source has reached in event
+// time (the pipeline's watermark over its partitions): identities are kept
+// for Window before it, however far the fastest source ran ahead. Over an
+// unkeyed topic a copy lands on another partition, and on a backlog the
+// partitions are read minutes apart; with a window counted from the newest
+// event alone, a slow partition's events were forgotten by the time their
+// copies came on a fast one. MaxEntries still bounds the memory.
+func (f *Filter) SetLow(low time.Time) {
+	if low.IsZero() {
+		return
+	}
+	f.low = low.UnixNano()
+}
+
 // Len is how many identities are kept now.
 func (f *Filter) Len() int { return len(f.seen) }
 
 func (f *Filter) evict() {
-	horizon := f.newest - int64(f.cfg.Window)
+	from := f.newest
+	if f.low != 0 && f.low < from {
+		from = f.low
+	}
+	horizon := from - int64(f.cfg.Window)
 	for f.head < len(f.fifo) && (len(f.seen) > f.cfg.MaxEntries || f.fifo[f.head].ts < horizon) {
 		delete(f.seen, f.fifo[f.head].key)
 		f.head++

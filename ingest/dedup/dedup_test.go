@@ -69,3 +69,27 @@ func TestMemoryIsBoundedByWindowAndCount(t *testing.T) {
 		t.Fatal("a copy from before the window was still remembered")
 	}
 }
+
+// A slow partition's event is remembered while the pipeline's watermark
+// (SetLow) has not passed it by the window, however far a fast partition
+// ran ahead: its copy, on the fast partition, is still a copy. Without the
+// bound it is forgotten once the newest event is a window past it.
+func TestAWatermarkKeepsTheSlowPartitionsEventsRemembered(t *testing.T) {
+	for _, bounded := range []bool{false, true} {
+		f := New(Config{Window: time.Minute})
+		f.Seen(ev(0, "slow", "api")) // the slow partition's event at 0 s
+		if bounded {
+			f.SetLow(t0) // the slow partition has reached 0 s
+		}
+		for s := 1; s <= 600; s++ { // the fast partition reads 10 minutes ahead
+			f.Seen(ev(s, "fast"+time.Duration(s).String(), "api"))
+		}
+		copied := f.Seen(ev(0, "slow", "api"))
+		if bounded && !copied {
+			t.Fatal("with the watermark at 0 s, the copy of the slow partition's event passed")
+		}
+		if !bounded && copied {
+			t.Fatal("without a watermark the filter remembered past its window: the test tells nothing apart")
+		}
+	}
+}
