@@ -41,6 +41,8 @@ func KindMeaning(k finding.Kind) string {
 		return "bad_signature or unknown_kid rejections jumped after a key rotation (or an unknown kid appeared): validators do not have the new key"
 	case finding.ClockSkew:
 		return "expired or not_yet_valid rejections concentrate on one service or region with iat/exp near its clock: its clock is off"
+	case finding.AudienceMisuse:
+		return "a service accepted tokens issued for other audiences (it does not check aud), or one token was rejected for audience at three or more services within minutes (tried across services)"
 	}
 	return "tokenwatch opened a " + string(k) + " finding"
 }

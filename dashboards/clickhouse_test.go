@@ -170,6 +170,19 @@ func makeTraffic() traffic {
 		}
 	}
 
+	// Audience misuse: "reports" accepts tokens issued for the admin API
+	// for ten minutes, and one token is tried at three services.
+	misuse := trafficStart.Add(50 * time.Minute)
+	for i := range 10 {
+		add(event.Event{TS: misuse.Add(time.Duration(i) * time.Minute), Kind: event.KindValidate, Outcome: event.OK, Service: "reports",
+			Issuer: issuers[0], Region: regions[0], TokenID: fmt.Sprintf("tok-aud-%d", i), ClientID: clients[0],
+			Audience: "admin", ExpectedAudience: "api", HTTPStatus: 200})
+	}
+	for i, svc := range []string{"payments", "orders", "admin"} {
+		add(event.Event{TS: misuse.Add(time.Duration(i) * 40 * time.Second), Kind: event.KindValidate, Outcome: event.BadAudience, Service: svc,
+			Issuer: issuers[0], Region: regions[0], TokenID: "tok-probe", Audience: "api", ExpectedAudience: svc, HTTPStatus: 401})
+	}
+
 	seen := func(kind finding.Kind, key, service, session string, at time.Time, sev finding.Severity, status finding.Status, action string) {
 		tr.findings = append(tr.findings, finding.Finding{ID: finding.MakeID(kind, key), Kind: kind, Severity: sev, Status: status,
 			Key: key, Service: service, SessionID: session, FirstSeen: at, LastSeen: at.Add(3 * time.Minute), DetectedAt: at.Add(time.Second),
@@ -178,6 +191,7 @@ func makeTraffic() traffic {
 	seen(finding.KeyRotationBreak, "payments/k2", "payments", "", rotation.Add(time.Minute), finding.Page, finding.Closed, "push the new key k2 to payments")
 	seen(finding.RefreshReuse, "fam-0003", "idp", "ses-0003", trafficStart.Add(30*time.Minute), finding.Page, finding.Open, "revoke family fam-0003")
 	seen(finding.Replay, "tok-0042-0", "api-gw", "ses-0042", trafficStart.Add(70*time.Minute), finding.Ticket, finding.Open, "revoke session ses-0042")
+	seen(finding.AudienceMisuse, "reports", "reports", "", misuse, finding.Page, finding.Open, "make reports check the audience")
 	seen(finding.SlowRevocation, tr.revokedSession, "idp", tr.revokedSession, trafficStart.Add(80*time.Minute), finding.Ticket, finding.Open, "check payments' revocation cache")
 	return tr
 }

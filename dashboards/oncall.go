@@ -170,6 +170,35 @@ GROUP BY rotated_at, rotated_by, rotated_issuer, previous_kid, new_kid
 ORDER BY rotated_at DESC
 LIMIT 50`, o.table("events"), sqlFilter))))
 
+	b.WithRow(dashboard.NewRowBuilder("Audience misuse"))
+	b.WithPanel(newTimeseries("Audience misuse").
+		Description("Validations per interval that accepted a token issued for another audience (the service does not check aud), and bad_audience rejections, by service. A service on the first line needs its audience check; bad_audience spread over several services for one token is a token being tried across them (the findings table).").
+		Datasource(o.clickHouseRef()).
+		Interval("1m").
+		Unit("short").
+		Links(o.runbookLinks(alerts.FindingAlertName(finding.AudienceMisuse))).
+		Span(14).Height(8).
+		WithTarget(o.sql("A", FormatTimeSeries, fmt.Sprintf(`
+SELECT $__timeInterval(ts) AS time,
+  concat(service, if(outcome = 'ok', ' accepted another audience', ' bad_audience')) AS series, count() AS validations
+FROM %s
+WHERE kind = 'validate' AND $__timeFilter(ts) AND %s
+  AND (outcome = 'bad_audience'
+    OR (outcome = 'ok' AND audience != '' AND expected_audience != '' AND NOT has(splitByChar(',', audience), expected_audience)))
+GROUP BY time, series
+ORDER BY time`, o.table("events"), sqlFilter))))
+	b.WithPanel(newTable("Audience misuse findings").
+		Description("audience_misuse findings in the time range: a service accepting other audiences (key = the service) or one token tried across services (key = the token id), with how many validations and the suggested action.").
+		Datasource(o.clickHouseRef()).
+		Links(o.runbookLinks(alerts.FindingAlertName(finding.AudienceMisuse))).
+		Span(10).Height(8).
+		WithTarget(o.sql("A", FormatTable, fmt.Sprintf(`
+SELECT status, JSONExtractString(evidence, 'shape') AS shape, service, token_id, first_seen, last_seen, count, action
+FROM %s FINAL
+WHERE kind = 'audience_misuse' AND last_seen >= $__fromTime AND %s
+ORDER BY last_seen DESC
+LIMIT 50`, o.table("findings"), serviceFilter("service")))))
+
 	b.WithRow(dashboard.NewRowBuilder("Affected services"))
 	b.WithPanel(bargauge.NewPanelBuilder().
 		Title("Affected services by auth errors").

@@ -57,6 +57,11 @@ type Config struct {
 	ClockSkewConcentration float64       `yaml:"clock_skew_concentration"` // its near-boundary rejection ratio must be this many times the rest's
 	ClockSkewMinShare      float64       `yaml:"clock_skew_min_share"`     // with no other service to compare: the ratio it needs
 
+	// Audience misuse.
+	AudienceProbeWindow   time.Duration `yaml:"audience_probe_window"`   // one token's bad_audience rejections are counted over this window ...
+	AudienceProbeServices int           `yaml:"audience_probe_services"` // ... at this many distinct services (or expected audiences) it is being tried across them
+	MaxAudienceProbes     int           `yaml:"max_audience_probes"`     // tokens with bad_audience rejections remembered
+
 	MaxServices int `yaml:"max_services"` // distinct services tracked; later ones are folded into "other"
 }
 
@@ -102,6 +107,10 @@ func DefaultConfig() Config {
 		ClockSkewConcentration: 5,
 		ClockSkewMinShare:      0.05,
 
+		AudienceProbeWindow:   10 * time.Minute,
+		AudienceProbeServices: 3,
+		MaxAudienceProbes:     100_000,
+
 		MaxServices: 1000,
 	}
 }
@@ -114,6 +123,7 @@ func defaultSeverity() map[finding.Kind]finding.Severity {
 		finding.RefreshAnomaly:   finding.Ticket,
 		finding.SlowRevocation:   finding.Ticket,
 		finding.ClockSkew:        finding.Ticket,
+		finding.AudienceMisuse:   finding.Page,
 	}
 }
 
@@ -210,6 +220,9 @@ func (c *Config) Validate() error {
 	if !(c.ClockSkewMinShare > 0 && c.ClockSkewMinShare <= 1) {
 		errs = append(errs, fmt.Errorf("detect.clock_skew_min_share: must be in (0, 1], got %g", c.ClockSkewMinShare))
 	}
+	positive("audience_probe_window", c.AudienceProbeWindow)
+	atLeast("audience_probe_services", c.AudienceProbeServices, 2)
+	atLeast("max_audience_probes", c.MaxAudienceProbes, 1)
 	atLeast("max_services", c.MaxServices, 1)
 	if c.MaxServices > 60000 {
 		errs = append(errs, fmt.Errorf("detect.max_services: at most 60000, got %d", c.MaxServices))

@@ -41,12 +41,14 @@ type Engine struct {
 	rotation *rotationDetector
 	skew     *skewDetector
 	revoke   *revocationDetector
+	audience *audienceDetector
 
 	tokens   *table[client]
 	families *table[familyState]
 	clients  rateTables
 	subjects rateTables
 	kids     *table[kidState]
+	probes   *table[probe]
 	m        *metrics
 
 	agg aggregates
@@ -94,6 +96,7 @@ func New(cfg Config, sink Sink, reg prometheus.Registerer) (*Engine, error) {
 	e.clients = rateTables{newStateTable[quietRate](m, stateClient, cfg.MaxRateSeries), newStateTable[rateSeries](m, stateClientBusy, cfg.MaxRateSeries)}
 	e.subjects = rateTables{newStateTable[quietRate](m, stateSubject, cfg.MaxRateSeries), newStateTable[rateSeries](m, stateSubjectBusy, cfg.MaxRateSeries)}
 	e.kids = newStateTable[kidState](m, stateKid, cfg.MaxKids)
+	e.probes = newStateTable[probe](m, stateProbe, cfg.MaxAudienceProbes)
 
 	e.replay = &replayDetector{cfg: &e.cfg, book: e.book, services: e.services, nat: nat, tokens: e.tokens}
 	e.refresh = &refreshDetector{cfg: &e.cfg, book: e.book, services: e.services, nat: nat, families: e.families}
@@ -101,6 +104,7 @@ func New(cfg Config, sink Sink, reg prometheus.Registerer) (*Engine, error) {
 	e.rotation = &rotationDetector{cfg: &e.cfg, book: e.book, services: e.services, kids: e.kids, failures: map[uint16]*failureBuckets{}}
 	e.skew = &skewDetector{cfg: &e.cfg, book: e.book, services: e.services, perSvc: map[uint16]*skewState{}}
 	e.revoke = &revocationDetector{cfg: &e.cfg, book: e.book}
+	e.audience = &audienceDetector{cfg: &e.cfg, book: e.book, probes: e.probes}
 	return e, nil
 }
 
@@ -153,6 +157,7 @@ func (en *Engine) observe(e *event.Event) {
 		en.rotation.observeValidation(e, ms, slice, src, f)
 		if e.Kind == event.KindValidate {
 			en.skew.observe(e, ms, slice, src, f)
+			en.audience.observe(e, ms)
 		}
 	case event.KindRefresh:
 		en.refresh.observe(e, ms)
@@ -254,12 +259,13 @@ func (en *Engine) tick(all bool) {
 	en.tokens.expire(now)
 	en.families.expire(now)
 	en.kids.expire(now)
+	en.probes.expire(now)
 	for _, rt := range []rateTables{en.clients, en.subjects} {
 		rt.quiet.expire(now)
 		rt.busy.expire(now)
 	}
 	en.book.tick(now, all)
-	for _, t := range []interface{ report() }{en.tokens, en.families, en.clients.quiet, en.clients.busy, en.subjects.quiet, en.subjects.busy, en.kids} {
+	for _, t := range []interface{ report() }{en.tokens, en.families, en.clients.quiet, en.clients.busy, en.subjects.quiet, en.subjects.busy, en.kids, en.probes} {
 		t.report()
 	}
 	en.m.entries.WithLabelValues(stateService).Set(float64(len(en.services.names) - 2))

@@ -17,11 +17,12 @@ const (
 	stateClientBusy  = "client_baseline"
 	stateSubjectBusy = "subject_baseline"
 	stateKid         = "kid"
+	stateProbe       = "audience_probe"
 	stateService     = "service"
 	stateFinding     = "finding"
 )
 
-var stateNames = []string{stateToken, stateFamily, stateClient, stateSubject, stateClientBusy, stateSubjectBusy, stateKid, stateService, stateFinding}
+var stateNames = []string{stateToken, stateFamily, stateClient, stateSubject, stateClientBusy, stateSubjectBusy, stateKid, stateProbe, stateService, stateFinding}
 
 // metrics are the detectors' own Prometheus series (docs/architecture.md).
 type metrics struct {

@@ -87,6 +87,8 @@ type FalsePositive struct {
 //	slow_revocation     token_id, session_id, family_id, subject
 //	key_rotation_break  kid, service
 //	clock_skew          service
+//	audience_misuse     token_id; for an entry without a token (a service
+//	                    accepting other audiences): service
 //	any other kind      every id field
 //
 // Findings are taken in order of detection (then ID). Each picks the matching
@@ -205,6 +207,11 @@ func identifyingFields(t Truth) []string {
 		return []string{"kid", "service"}
 	case finding.ClockSkew:
 		return []string{"service"}
+	case finding.AudienceMisuse:
+		if t.TokenID != "" {
+			return []string{"token_id"} // one token tried across services
+		}
+		return []string{"service"} // a service accepting other audiences
 	}
 	return []string{"token_id", "session_id", "family_id", "subject", "client_id", "service", "kid"}
 }

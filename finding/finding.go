@@ -19,11 +19,12 @@ const (
 	SlowRevocation   Kind = "slow_revocation"
 	KeyRotationBreak Kind = "key_rotation_break"
 	ClockSkew        Kind = "clock_skew"
+	AudienceMisuse   Kind = "audience_misuse"
 )
 
 // Kinds lists every detection kind.
 func Kinds() []Kind {
-	return []Kind{Replay, RefreshReuse, RefreshAnomaly, SlowRevocation, KeyRotationBreak, ClockSkew}
+	return []Kind{Replay, RefreshReuse, RefreshAnomaly, SlowRevocation, KeyRotationBreak, ClockSkew, AudienceMisuse}
 }
 
 // Severity routes the alert: page wakes someone, ticket waits for office hours.
@@ -94,4 +95,15 @@ func (k Kind) Team() string {
 		return "platform"
 	}
 	return "security"
+}
+
+// Team says who owns this finding: its kind's team, except an
+// audience_misuse finding about a service that accepts tokens issued for
+// other audiences (no token id), which the platform team fixes; one token
+// tried across services is the security team's (SIGNALS.md).
+func (f Finding) Team() string {
+	if f.Kind == AudienceMisuse && f.TokenID == "" {
+		return "platform"
+	}
+	return f.Kind.Team()
 }

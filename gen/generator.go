@@ -79,6 +79,12 @@ type Generator struct {
 	// to a service that has had the fewest: two skews of one service
 	// close together would read as one flapping clock, one incident.
 	skewed map[*service]int
+	// audienceUsed: backends an audience scenario took (one each).
+	audienceUsed map[*service]bool
+	// own is the random stream of the scenarios added after the first
+	// set (ownRand): drawing from it leaves a seed's other events
+	// as they were.
+	own *rand.Rand
 }
 
 // truthEntry is a ground-truth record that becomes visible (and gets its
@@ -101,6 +107,7 @@ func New(spec Spec) (*Generator, error) {
 		w:    newWorld(spec, r),
 		now:  spec.Start,
 		end:  spec.Start.Add(spec.Duration),
+		own:  rand.New(rand.NewPCG(spec.Seed^0x6a09e667f3bcc909, spec.Seed)),
 	}
 	g.init()
 	return g, nil
@@ -264,8 +271,12 @@ func (g *Generator) placeScenarios(pools []*pool) {
 		if hi.Before(lo) {
 			hi = lo
 		}
+		rnd := g.r
+		if ownRand[name] {
+			rnd = g.own
+		}
 		for i := 0; i < n; i++ {
-			frac := (float64(i) + 0.1 + 0.8*g.r.Float64()) / float64(n)
+			frac := (float64(i) + 0.1 + 0.8*rnd.Float64()) / float64(n)
 			t := lo.Add(time.Duration(frac * float64(hi.Sub(lo))))
 			i := i
 			g.planned++

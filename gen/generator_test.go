@@ -558,6 +558,51 @@ func TestInjectedScenariosHaveTheirProperties(t *testing.T) {
 			t.Errorf("ASNs %v countries %v: want the VPN exit's network and country besides home", asns, countries)
 		}
 	}
+	// audience scenarios: validations at a service whose audience and
+	// expected audience say what SIGNALS.md's shapes say.
+	atService := func(svc string, match func(e event.Event) bool) (n int) {
+		for _, e := range evs {
+			if e.Kind == event.KindValidate && e.Service == svc && match(e) {
+				n++
+			}
+		}
+		return n
+	}
+	checks[ScenarioAudienceAccepted] = func(t *testing.T, tr eval.Truth) {
+		n := atService(tr.Service, func(e event.Event) bool {
+			return e.Outcome == event.OK && e.Audience != e.ExpectedAudience && !strings.Contains(e.Audience, e.ExpectedAudience)
+		})
+		if n < 5 {
+			t.Errorf("%d accepted validations of another audience at %s, want several", n, tr.Service)
+		}
+	}
+	checks[ScenarioAudienceProbe] = func(t *testing.T, tr eval.Truth) {
+		var tries []event.Event
+		for _, e := range ix.byToken[tr.TokenID] {
+			if e.Outcome == event.BadAudience {
+				tries = append(tries, e)
+			}
+		}
+		svcs := distinct(tries, func(e event.Event) string { return e.Service })
+		if len(svcs) < 3 || tries[len(tries)-1].TS.Sub(tries[0].TS) > 10*time.Minute {
+			t.Errorf("bad_audience at %v over %v: want 3 or more services within 10 minutes", svcs, tries[len(tries)-1].TS.Sub(tries[0].TS))
+		}
+	}
+	checks[ScenarioAudienceMisrouted] = func(t *testing.T, tr eval.Truth) {
+		uses := ix.byToken[tr.TokenID]
+		svcs := distinct(uses, func(e event.Event) string { return e.Service })
+		if len(uses) < 10 || len(svcs) != 1 || uses[0].Outcome != event.BadAudience {
+			t.Errorf("%d uses at %v: want many bad_audience rejections at one service", len(uses), svcs)
+		}
+	}
+	checks[ScenarioAudienceList] = func(t *testing.T, tr eval.Truth) {
+		n := atService(tr.Service, func(e event.Event) bool {
+			return e.Outcome == event.OK && strings.Contains(e.Audience, ",") && strings.Contains(e.Audience, e.ExpectedAudience)
+		})
+		if n < 5 {
+			t.Errorf("%d accepted validations with an audience list containing the expected one at %s, want several", n, tr.Service)
+		}
+	}
 	for _, tr := range truth {
 		check, ok := checks[tr.Scenario]
 		if !ok {

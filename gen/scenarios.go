@@ -37,6 +37,10 @@ var launchers = map[string]func(g *Generator, i int){
 	ScenarioIPv6Privacy:             (*Generator).ipv6Privacy,
 	ScenarioDualStack:               (*Generator).dualStack,
 	ScenarioVPNSwitch:               (*Generator).vpnSwitch,
+	ScenarioAudienceAccepted:        (*Generator).audienceAccepted,
+	ScenarioAudienceProbe:           (*Generator).audienceProbe,
+	ScenarioAudienceMisrouted:       (*Generator).audienceMisrouted,
+	ScenarioAudienceList:            (*Generator).audienceList,
 }
 
 // victimSpec says which kind of session a scenario needs.

@@ -201,6 +201,8 @@ const (
 	ScenarioClockSkewAhead          = "clock_skew_ahead"
 	ScenarioReplaySameCountry       = "replay_same_country"
 	ScenarioRefreshReuseInGrace     = "refresh_reuse_in_grace"
+	ScenarioAudienceAccepted        = "audience_accepted"
+	ScenarioAudienceProbe           = "audience_probe"
 
 	ScenarioSameSubnet         = "same_subnet"
 	ScenarioNATEgress          = "nat_egress"
@@ -213,6 +215,8 @@ const (
 	ScenarioIPv6Privacy        = "ipv6_privacy"
 	ScenarioDualStack          = "dual_stack"
 	ScenarioVPNSwitch          = "vpn_switch"
+	ScenarioAudienceMisrouted  = "audience_misrouted"
+	ScenarioAudienceList       = "audience_list"
 )
 
 // ScenarioInfo describes one injectable scenario.
@@ -231,6 +235,13 @@ type scenario struct {
 	confounds bool
 }
 
+// ownRand lists the scenarios added after the first set: they draw from the
+// generator's own stream (Generator.ownStream), so a seed's other events
+// stay as they were.
+var ownRand = map[string]bool{
+	ScenarioAudienceAccepted: true, ScenarioAudienceProbe: true, ScenarioAudienceMisrouted: true, ScenarioAudienceList: true,
+}
+
 var scenarios = []scenario{
 	{ScenarioInfo{ScenarioReplay, finding.Replay, true, "an access token used from a second device in another ASN, /24 and a far country within its lifetime"}, spanFirstToken, false},
 	{ScenarioInfo{ScenarioPoPFailure, finding.Replay, true, "a DPoP-bound token presented by another device whose proof fails (binding_ok=false)"}, spanFirstToken, false},
@@ -246,6 +257,8 @@ var scenarios = []scenario{
 	{ScenarioInfo{ScenarioClockSkew, finding.ClockSkew, true, "one service's clock 2-8 minutes behind for 8-15 minutes: not_yet_valid for tokens issued within minutes of its clock, and its events stamped with that clock"}, fixedSpan(5 * time.Minute), false},
 	{ScenarioInfo{ScenarioClockSkewAhead, finding.ClockSkew, true, "one service's clock 2-8 minutes ahead for 8-15 minutes: expired for tokens within minutes of exp. Its acceptances just before a revoke are stamped after it, so M4 sees them as residual acceptances: not part of all=N"}, fixedSpan(5 * time.Minute), true},
 	{ScenarioInfo{ScenarioReplaySameCountry, finding.Replay, true, "an access token replayed with no device id, from another provider's network (another ASN and /24) in the victim's own country"}, spanFirstToken, false},
+	{ScenarioInfo{ScenarioAudienceAccepted, finding.AudienceMisuse, true, "a service that does not check audience accepts tokens the issuer minted for the admin API"}, fixedSpan(6 * time.Minute), false},
+	{ScenarioInfo{ScenarioAudienceProbe, finding.AudienceMisuse, true, "a stolen access token presented to 3-4 other services within minutes, each rejecting it with bad_audience"}, fixedSpan(7 * time.Minute), false},
 	{ScenarioInfo{ScenarioRefreshReuseInGrace, finding.RefreshReuse, true, "a thief exchanges the refresh token the victim just exchanged, from another device within the 2 s grace window (which covers one device only)"}, spanFirstRefresh, false},
 
 	{ScenarioInfo{ScenarioSameSubnet, finding.Replay, false, "a client without a device fingerprint changing address inside one /24 (or /48)"}, spanFirstToken, false},
@@ -258,6 +271,8 @@ var scenarios = []scenario{
 	{ScenarioInfo{ScenarioCGNATMobile, finding.Replay, false, "a phone behind its carrier's carrier-grade NAT: every few minutes an address in another /24 of the carrier's one ASN, one device"}, spanFirstToken, false},
 	{ScenarioInfo{ScenarioIPv6Privacy, finding.Replay, false, "a browser without a device id whose IPv6 privacy address (RFC 8981) rotates inside its /64"}, spanFirstToken, false},
 	{ScenarioInfo{ScenarioDualStack, finding.Replay, false, "a dual-stack browser without a device id alternating between its provider's IPv4 and IPv6 addresses (one ASN)"}, spanFirstToken, false},
+	{ScenarioInfo{ScenarioAudienceMisrouted, finding.AudienceMisuse, false, "one misconfigured client sending its token to the same wrong service again and again (bad_audience at one service)"}, fixedSpan(7 * time.Minute), false},
+	{ScenarioInfo{ScenarioAudienceList, finding.AudienceMisuse, false, "tokens whose audience list contains the audience the service wants, accepted"}, fixedSpan(6 * time.Minute), false},
 	{ScenarioInfo{ScenarioVPNSwitch, finding.Replay, false, "a phone switching its VPN on (an exit on another continent, another ASN) and off again, one device"}, spanFirstToken, false},
 }
 

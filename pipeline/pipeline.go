@@ -384,6 +384,11 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 		for _, k := range aggregatedKinds {
 			o.Metrics.PartialView.WithLabelValues(k).Set(0)
 		}
+		// Not on the aggregates yet (#26, item 3): a service accepting
+		// other audiences is judged on this member's keyed partitions.
+		o.Metrics.PartialView.WithLabelValues(partialAudienceKind).Set(1)
+		o.Log.Warn("audience_misuse (a service accepting tokens of other audiences) is judged per analyze member on the events of its keyed partitions: each member that sees such a validation opens the service's finding (one id, one row in the store) with its own share of the count; the per-token shape is exact",
+			"kind", partialAudienceKind)
 	}
 	return p, nil
 }
@@ -521,6 +526,9 @@ func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int3
 // aggregates at their owners (docs/fleet.md, "Aggregates"), so
 // tokenwatch_detectors_partial_view reads 0 for each in the analyze stage.
 var aggregatedKinds = []string{"clock_skew", "key_rotation_break", "refresh_anomaly_rate"}
+
+// partialAudienceKind is the detector still judged on a member's share.
+const partialAudienceKind = "audience_misuse_accepts"
 
 // Backlog tells the merge a partition's reader starts with a backlog: it
 // holds the watermark back until it delivers.

@@ -34,7 +34,7 @@ func toAlert(f finding.Finding, endsAt time.Time, cfg Config) postableAlert {
 	labels := map[string]string{
 		"alertname":  name,
 		"severity":   severityOf(f),
-		"team":       f.Kind.Team(),
+		"team":       f.Team(),
 		"kind":       string(f.Kind),
 		"finding_id": f.ID,
 	}

@@ -444,3 +444,22 @@ func TestAFindingThatChangesSeverityResolvesItsOldAlert(t *testing.T) {
 		t.Errorf("the old ticket alert should be resolved (sent: %v, active: %v)", ok, active)
 	}
 }
+
+// An audience_misuse finding about a service accepting other audiences goes
+// to the platform team, one about a token tried across services to
+// security (SIGNALS.md); the other kinds keep their kind's team.
+func TestAudienceMisuseIsRoutedByShape(t *testing.T) {
+	for _, c := range []struct {
+		f    finding.Finding
+		team string
+	}{
+		{finding.Finding{ID: "a", Kind: finding.AudienceMisuse, Severity: finding.Page, Service: "reports"}, "platform"},
+		{finding.Finding{ID: "b", Kind: finding.AudienceMisuse, Severity: finding.Page, Service: "admin", TokenID: "t"}, "security"},
+		{finding.Finding{ID: "c", Kind: finding.ClockSkew, Severity: finding.Ticket, Service: "api"}, "platform"},
+		{finding.Finding{ID: "d", Kind: finding.Replay, Severity: finding.Page, Service: "api", TokenID: "t"}, "security"},
+	} {
+		if got := toAlert(c.f, time.Now(), Config{}).Labels["team"]; got != c.team {
+			t.Errorf("%s (token %q): team %q, want %q", c.f.Kind, c.f.TokenID, got, c.team)
+		}
+	}
+}
