@@ -49,6 +49,7 @@ func main() {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	serveBroker := flag.Bool("serve-broker", false, "internal: run only the embedded broker and print its address")
 	rebuildSizes := flag.String("rebuild", "1000000,10000000", "events in the rebuild window for the rebuild figures (comma-separated; empty: none)")
+	keyedReplay := flag.Int("keyed-replay", 1_000_000, "events in the window for the fleet's rebuild from the keyed topic, compared with the events table's (0: skip)")
 	flag.Parse()
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400) // as tokenwatch itself runs (cmd/tokenwatch)
@@ -84,7 +85,7 @@ func main() {
 		}
 		sizes = append(sizes, v)
 	}
-	if err := run(*n, *partitions, sizes); err != nil {
+	if err := run(*n, *partitions, sizes, *keyedReplay); err != nil {
 		fmt.Fprintln(os.Stderr, "tokenwatch-bench:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -114,7 +115,7 @@ type phase struct {
 func (p phase) rate() float64        { return float64(p.n) / p.wall.Seconds() }
 func (p phase) cpuPerEvent() float64 { return float64(p.cpu.Nanoseconds()) / float64(p.n) }
 
-func run(n, partitions int, rebuildSizes []int) error {
+func run(n, partitions int, rebuildSizes []int, keyedReplay int) error {
 	ctx := context.Background()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	fmt.Printf("tokenwatch-bench: %d events, %d partitions, GOMAXPROCS=%d\n", n, partitions, runtime.GOMAXPROCS(0))
@@ -223,6 +224,16 @@ func run(n, partitions int, rebuildSizes []int) error {
 		}
 		rebuilds = append(rebuilds, r)
 	}
+	// The same window replayed from the keyed topic, as the fleet's
+	// analyze stage rebuilds (item 1 of Fleet 3/4: both ways, one run).
+	var keyed []rebuildPhase
+	if keyedReplay > 0 {
+		r, err := runKeyedReplay(ctx, c, partitions, keyedReplay, quiet)
+		if err != nil {
+			return err
+		}
+		keyed = append(keyed, r)
+	}
 	fmt.Printf("\n%-44s %12s %14s %16s\n", "phase", "events/s", "CPU ns/event", "wall")
 	for _, p := range append([]phase{base, own, ing, ana}, append(fleet, e2e)...) {
 		fmt.Printf("%-44s %12.0f %14.0f %16s\n", p.name, p.rate(), p.cpuPerEvent(), p.wall.Round(time.Millisecond))
@@ -243,6 +254,19 @@ func run(n, partitions int, rebuildSizes []int) error {
 		fmt.Printf("%-14s %10s %12s %14s %12s %14s\n", "in window", "replayed", "events/s", "CPU ns/event", "wall", "state heap")
 		for _, r := range rebuilds {
 			fmt.Printf("%-14d %10d %12.0f %14.0f %12s %11.0f MiB\n", r.window, r.n, r.rate(), r.cpuPerEvent(), r.wall.Round(time.Millisecond), float64(r.heap)/(1<<20))
+		}
+	}
+	if len(keyed) > 0 {
+		fmt.Printf("\nrebuild from the keyed topic (the fleet's analyze stage; bound lifted to the window):\n")
+		fmt.Printf("%-14s %10s %12s %14s %12s %14s\n", "in window", "replayed", "events/s", "CPU ns/event", "wall", "heap")
+		for _, r := range keyed {
+			fmt.Printf("%-14d %10d %12.0f %14.0f %12s %11.0f MiB\n", r.window, r.n, r.rate(), r.cpuPerEvent(), r.wall.Round(time.Millisecond), float64(r.heap)/(1<<20))
+			for _, t := range rebuilds {
+				if t.window == r.window {
+					fmt.Printf("  keyed topic / events table, same window      %.2fx wall, %.2fx CPU per event\n",
+						r.wall.Seconds()/t.wall.Seconds(), r.cpuPerEvent()/t.cpuPerEvent())
+				}
+			}
 		}
 	}
 	return nil
