@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,7 +82,8 @@ func startStack(t *testing.T, mutate func(*config.Config)) *tokenwatchStack {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
-	maddr, stop, err := serveMetrics(c.Metrics.Listen, reg, log)
+	h := &health{st: st}
+	maddr, stop, err := serveMetrics(c.Metrics.Listen, reg, h, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +93,28 @@ func startStack(t *testing.T, mutate func(*config.Config)) *tokenwatchStack {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Stop)
+	for _, g := range svc.groups {
+		h.addGroup(g)
+	}
+	// The real service, on real Kafka and ClickHouse: /readyz turns 200
+	// once its consumer group has joined.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get("http://" + maddr + "/readyz")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.Contains(string(body), "kafka: ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz still %d after a minute:\n%s", resp.StatusCode, body)
+			}
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	return &tokenwatchStack{brokers: brokers, topic: topic, metricsAddr: maddr, svc: svc}
 }
 

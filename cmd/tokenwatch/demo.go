@@ -134,7 +134,8 @@ reachable at --clickhouse-listen while it runs (try curl), and /metrics at
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	metricsAddr, stopMetrics, err := serveMetrics(c.Metrics.Listen, reg, log)
+	h := &health{st: st}
+	metricsAddr, stopMetrics, err := serveMetrics(c.Metrics.Listen, reg, h, log)
 	if err != nil {
 		return err
 	}
@@ -142,6 +143,9 @@ reachable at --clickhouse-listen while it runs (try curl), and /metrics at
 	svc, err := startService(context.Background(), c, st, reg, log)
 	if err != nil {
 		return err
+	}
+	for _, g := range svc.groups {
+		h.addGroup(g)
 	}
 	rec := &findingRecorder{latest: map[string]finding.Finding{}}
 	svc.Pipeline.SetNotifier(rec)

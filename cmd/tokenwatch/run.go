@@ -59,7 +59,8 @@ Run 'tokenwatch migrate' once first. See docs/config.md for every key.`, stdout,
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	_, stop, err := serveMetrics(c.Metrics.Listen, reg, log)
+	h := &health{st: st}
+	_, stop, err := serveMetrics(c.Metrics.Listen, reg, h, log)
 	if err != nil {
 		return err
 	}
@@ -67,6 +68,9 @@ Run 'tokenwatch migrate' once first. See docs/config.md for every key.`, stdout,
 	svc, err := startService(ctx, c, st, reg, log)
 	if err != nil {
 		return err
+	}
+	for _, g := range svc.groups {
+		h.addGroup(g)
 	}
 	<-ctx.Done()
 	log.Info("stopping: draining and committing")
@@ -83,6 +87,7 @@ type service struct {
 	Pipeline *pipeline.Pipeline // the stage reading the raw topics (or the analyze stage alone)
 	Stages   *pipeline.Stages
 	stages   []*stage
+	groups   []*consumer.Group // one per stage, for /readyz
 }
 
 type stage struct {
@@ -157,6 +162,7 @@ func (s *service) start(ctx context.Context, built *pipeline.Built, kc config.Ka
 		}
 	}()
 	s.stages = append(s.stages, r)
+	s.groups = append(s.groups, group)
 	return nil
 }
 
@@ -203,9 +209,9 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// serveMetrics serves /metrics on addr (empty: off) and returns the bound
-// address and its stopper.
-func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (string, func(), error) {
+// serveMetrics serves /metrics, /livez and /readyz (h; nil: never ready)
+// on addr (empty: off) and returns the bound address and its stopper.
+func serveMetrics(addr string, reg *prometheus.Registry, h *health, log *slog.Logger) (string, func(), error) {
 	if addr == "" {
 		return "", func() {}, nil
 	}
@@ -215,7 +221,12 @@ func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (stri
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	if h == nil {
+		h = &health{}
+	}
+	mux.HandleFunc("/livez", h.livez)
+	mux.HandleFunc("/healthz", h.livez)
+	mux.HandleFunc("/readyz", h.readyz)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

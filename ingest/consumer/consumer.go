@@ -392,6 +392,17 @@ func toMessage(m kafka.Message) Message {
 	}
 }
 
+// Joined reports whether the member is in a generation of its group now
+// (false before the first join and while rejoining).
+func (g *Group) Joined() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.gen != nil
+}
+
+// GroupID is the consumer group this member joins.
+func (g *Group) GroupID() string { return g.cfg.GroupID }
+
 // Ack records that everything up to and including last is stored for a
 // partition; the offset is committed with the next commit tick.
 func (g *Group) Ack(topic string, partition int32, last int64) {
