@@ -504,6 +504,19 @@ func TestSecurityAndPipelineAlertsFireOnTheirMetric(t *testing.T) {
 			}}},
 		},
 		ruleScenario{
+			name: "a process never joined to its consumer group pages; one that joined and one that rejoined at once do not",
+			series: []inputSeries{
+				{Series: `tokenwatch_consumer_connected{` + inst + `,group="tokenwatch"}`, Values: "0x12"},
+				{Series: `tokenwatch_consumer_connected{job="tokenwatch",instance="other:9464",group="tokenwatch"}`, Values: "1 1 0 1x9"},
+			},
+			expect: []expectation{
+				{at: "3m", alert: "TokenwatchNotConsuming"},
+				{at: "8m", alert: "TokenwatchNotConsuming", firing: []map[string]string{
+					{"instance": "localhost:9464", "group": "tokenwatch", "severity": "page", "team": "platform"},
+				}},
+			},
+		},
+		ruleScenario{
 			name: "a consumer falling further behind opens a ticket",
 			series: []inputSeries{
 				{Series: `tokenwatch_consumer_lag{topic="auth-events",partition="0"}`, Values: "0+1000x60"},

@@ -113,6 +113,18 @@ func pipelineRuleFile(opts Options) RuleFile {
 			},
 		},
 		{
+			Alert:  "TokenwatchNotConsuming",
+			Expr:   "max by (instance, group) (tokenwatch_consumer_connected) == 0",
+			For:    "5m",
+			Labels: platform(SeverityPage),
+			Annotations: map[string]string{
+				"summary": "tokenwatch on {{ $labels.instance }} is not joined to consumer group {{ $labels.group }}",
+				"description": "tokenwatch on {{ $labels.instance }} has not been joined to its consumer group {{ $labels.group }} for 5 minutes " +
+					"(wrong brokers, an unreachable cluster, or a group that keeps rebalancing): it reads nothing, so SLIs and detections stop while it looks up.",
+				"runbook_url": rb("TokenwatchNotConsuming"),
+			},
+		},
+		{
 			Alert: "TokenwatchConsumerLagGrowing",
 			Expr: fmt.Sprintf("sum by (topic) (tokenwatch_consumer_lag) > %d\nand\nsum by (topic) (delta(tokenwatch_consumer_lag[15m])) > 0",
 				consumerLagEvents),

@@ -53,6 +53,10 @@ type Kafka struct {
 	SASL            SASL          `yaml:"sasl"`
 	MaxWait         time.Duration `yaml:"max_wait"`
 	SessionTimeout  time.Duration `yaml:"session_timeout"`
+	// StartupTimeout: `run` exits non-zero when its consumer groups have
+	// not joined this long after start, naming the brokers and the last
+	// error (0: wait for ever).
+	StartupTimeout time.Duration `yaml:"startup_timeout"`
 }
 
 // TLS configures a client's TLS; Enabled with no files uses the system roots.
@@ -237,6 +241,7 @@ func Default() Config {
 			StartOffset:    "earliest",
 			MaxWait:        250 * time.Millisecond,
 			SessionTimeout: 30 * time.Second,
+			StartupTimeout: 2 * time.Minute,
 		},
 		ClickHouse: ClickHouse{
 			Addr:              []string{"localhost:8123"},

@@ -44,6 +44,9 @@ func (c *Config) Validate() error {
 	if k.MaxWait <= 0 {
 		return fmt.Errorf("kafka.max_wait: want a positive duration")
 	}
+	if k.StartupTimeout < 0 {
+		return fmt.Errorf("kafka.startup_timeout: want 0 (wait for ever) or a positive duration, got %s", k.StartupTimeout)
+	}
 	ch := c.ClickHouse
 	if len(ch.Addr) == 0 {
 		return fmt.Errorf("clickhouse.addr: want at least one host:port")

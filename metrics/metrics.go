@@ -27,6 +27,7 @@ type Pipeline struct {
 	BatchRows          prometheus.Histogram
 	FlushSeconds       prometheus.Histogram
 	Lag                *prometheus.GaugeVec
+	Connected          *prometheus.GaugeVec
 	CHErrors           *prometheus.CounterVec
 	CHRetries          *prometheus.CounterVec
 	DeadLettered       prometheus.Counter
@@ -87,6 +88,9 @@ func New(reg prometheus.Registerer) *Pipeline {
 			Name: "tokenwatch_flush_duration_seconds", Help: "Time to insert one batch, retries included.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10),
 		}),
+		Connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tokenwatch_consumer_connected", Help: "1 while this process is joined to its consumer group (it owns partitions and reads them), 0 before it first joins and while it rejoins, by group; exported from the start.",
+		}, []string{"group"}),
 		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tokenwatch_consumer_lag", Help: "Messages between the partition's high watermark and the next offset to read.",
 		}, []string{"topic", "partition"}),
@@ -108,6 +112,6 @@ func New(reg prometheus.Registerer) *Pipeline {
 		}),
 	}
 	reg.MustRegister(p.Consumed, p.Decoded, p.Accepted, p.Late, p.Watermark, p.MergeBuffered, p.MergeForced, p.MergeIdle, p.PartialView, p.Duplicates, p.Stored, p.Rejected, p.RedactionViolation, p.BatchRows, p.FlushSeconds,
-		p.Lag, p.CHErrors, p.CHRetries, p.DeadLettered, p.Committed, p.FindingLatency)
+		p.Connected, p.Lag, p.CHErrors, p.CHRetries, p.DeadLettered, p.Committed, p.FindingLatency)
 	return p
 }

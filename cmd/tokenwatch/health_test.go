@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokenwatch/tokenwatch/config"
 	"github.com/tokenwatch/tokenwatch/internal/testkit"
@@ -82,5 +85,74 @@ func TestReadyzSaysWhichOfKafkaClickHouseAndSchemaIsNotReady(t *testing.T) {
 				t.Errorf("/livez %d while the process serves", live.Code)
 			}
 		})
+	}
+}
+
+// A `run` that cannot reach its brokers exports its consumer series from
+// the start (connected 0, consumed 0), answers /readyz 503 naming the
+// group, and exits 1 after kafka.startup_timeout naming the brokers,
+// instead of retrying for ever behind a live health check.
+func TestRunThatCannotReachKafkaSaysSoAndExits(t *testing.T) {
+	addr, db := testkit.ClickHouse(t)
+	c := config.Default().ClickHouse
+	c.Addr, c.Database = []string{addr}, db
+	st, err := store.Open(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr syncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- run(context.Background(), []string{"run", "--set", "kafka.brokers=127.0.0.1:1", "--set", "kafka.startup_timeout=4s",
+			"--set", "kafka.group_id=unreachable", "--set", "clickhouse.addr=" + addr, "--set", "clickhouse.database=" + db,
+			"--set", "metrics.listen=127.0.0.1:0"}, &stdout, &stderr)
+	}()
+	re := regexp.MustCompile(`serving /metrics.* addr=(\S+)`)
+	var maddr string
+	for deadline := time.Now().Add(10 * time.Second); maddr == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if m := re.FindStringSubmatch(stderr.String()); m != nil {
+			maddr = m[1]
+		}
+	}
+	if maddr == "" {
+		t.Fatalf("no metrics address logged:\n%s", stderr.String())
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + maddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	var metrics string
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, metrics = get("/metrics"); strings.Contains(metrics, "tokenwatch_consumer_connected") {
+			break
+		}
+	}
+	for _, want := range []string{`tokenwatch_consumer_connected{group="unreachable"} 0`, `tokenwatch_events_consumed_total{topic="auth-events"} 0`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if status, body := get("/readyz"); status != http.StatusServiceUnavailable || !strings.Contains(body, "not joined to consumer group unreachable") {
+		t.Errorf("/readyz %d:\n%s\nwant 503 naming the group", status, body)
+	}
+	select {
+	case c := <-code:
+		if c != 1 {
+			t.Errorf("exit code %d, want 1", c)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not exit after kafka.startup_timeout")
+	}
+	if !strings.Contains(stderr.String(), "did not join within kafka.startup_timeout (4s) at brokers 127.0.0.1:1") {
+		t.Errorf("stderr does not name the brokers and the timeout:\n%s", stderr.String())
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,12 +73,54 @@ Run 'tokenwatch migrate' once first. See docs/config.md for every key.`, stdout,
 	for _, g := range svc.groups {
 		h.addGroup(g)
 	}
+	if err := awaitJoined(ctx, svc.groups, c.Kafka); err != nil {
+		svc.Stop()
+		return err
+	}
 	<-ctx.Done()
 	log.Info("stopping: draining and committing")
 	svc.Stop()
 	s := svc.Pipeline.Stats()
 	log.Info("stopped", "consumed", s.Consumed, "stored", s.Stored, "rejected", s.Rejected, "redaction_violations", s.RedactionViolations)
 	return nil
+}
+
+// awaitJoined waits until every consumer group has joined, up to
+// kafka.startup_timeout: a process that cannot reach its brokers exits
+// non-zero, saying what it could not reach, instead of retrying for ever
+// behind a live health check.
+func awaitJoined(ctx context.Context, groups []*consumer.Group, kc config.Kafka) error {
+	if kc.StartupTimeout <= 0 {
+		return nil
+	}
+	deadline := time.NewTimer(kc.StartupTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var waiting []*consumer.Group
+		for _, g := range groups {
+			if !g.Joined() {
+				waiting = append(waiting, g)
+			}
+		}
+		if len(waiting) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-deadline.C:
+			g := waiting[0]
+			last := "no answer yet"
+			if err := g.LastError(); err != nil {
+				last = err.Error()
+			}
+			return fmt.Errorf("kafka: consumer group %s did not join within kafka.startup_timeout (%s) at brokers %s: %s",
+				g.GroupID(), kc.StartupTimeout, strings.Join(kc.Brokers, ","), last)
+		}
+	}
 }
 
 // service is the running stages: one consumer group feeding one pipeline,

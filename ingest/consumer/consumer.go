@@ -83,6 +83,7 @@ type Group struct {
 	owned    map[string]map[int]bool
 	pending  map[string]map[int]int64 // acked but not yet committed
 	lastSeen map[string]map[int]int64
+	lastErr  error // the last failure to join, until a join succeeds
 }
 
 // New prepares a member; Run joins the group.
@@ -90,6 +91,12 @@ func New(cfg config.Kafka, stored StoredOffsets, m *metrics.Pipeline, log *slog.
 	d, err := Dialer(cfg)
 	if err != nil {
 		return nil, err
+	}
+	// The consumer's series exist from the start, at 0, so an alert on
+	// them can fire for a process that never reaches its brokers.
+	m.Connected.WithLabelValues(cfg.GroupID).Set(0)
+	for _, t := range cfg.Topics {
+		m.Consumed.WithLabelValues(t)
 	}
 	return &Group{cfg: cfg, dialer: d, stored: stored, m: m, log: log,
 		pending: map[string]map[int]int64{}, lastSeen: map[string]map[int]int64{}}, nil
@@ -131,6 +138,9 @@ func (g *Group) Run(ctx context.Context, sink Sink) error {
 				return nil
 			}
 			wait := join.NextBackOff()
+			g.mu.Lock()
+			g.lastErr = err
+			g.mu.Unlock()
 			g.log.Warn("kafka consumer group: joining failed, retrying", "group", g.cfg.GroupID, "retry_in", wait, "err", err)
 			select {
 			case <-ctx.Done():
@@ -158,7 +168,9 @@ func (g *Group) runGeneration(ctx context.Context, gen *kafka.Generation, sink S
 	g.mu.Lock()
 	g.gen = gen
 	g.owned = owned
+	g.lastErr = nil
 	g.mu.Unlock()
+	g.m.Connected.WithLabelValues(g.cfg.GroupID).Set(1)
 
 	g.announce(ctx, gen, sink)
 	g.rebuildNew(ctx, gen)
@@ -213,6 +225,7 @@ func (g *Group) runGeneration(ctx context.Context, gen *kafka.Generation, sink S
 			g.mu.Lock()
 			g.gen = nil
 			g.mu.Unlock()
+			g.m.Connected.WithLabelValues(g.cfg.GroupID).Set(0)
 			return
 		}
 	})
@@ -398,6 +411,13 @@ func (g *Group) Joined() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.gen != nil
+}
+
+// LastError is the last failure to join the group (nil once joined).
+func (g *Group) LastError() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lastErr
 }
 
 // GroupID is the consumer group this member joins.
