@@ -116,6 +116,10 @@ type Source struct {
 	// partition (the revocation tracker's) takes it, the state kept per
 	// member (the detectors') does not.
 	Copy bool
+	// Fanned marks, in the fleet's analyze stage, an event whose route
+	// reaches more than one keyed partition (an issue, a session, subject
+	// or family revoke): each keyed partition's copy is needed there.
+	Fanned bool
 }
 
 // Event is one redacted authentication event. Optional fields are zero when

@@ -207,7 +207,10 @@ func BuildStage(c config.Config, role string, st StoreReplayer, reg prometheus.R
 			return nil
 		})
 		dec.(*rekey.Decoder).SetTokenFactsSink(stages.tasks.Learn)
-		opts.OnAssigned = func(partitions []int32) { stages.assigned(part, partitions) }
+		opts.OnAssigned = func(partitions []int32) {
+			dec.(*rekey.Decoder).Owned(partitions)
+			stages.assigned(part, partitions)
+		}
 		opts.OnLag = stages.tasks.SetLag
 	}
 	if c.Kafka.DeadLetterTopic != "" || c.Kafka.QuarantineTopic != "" {

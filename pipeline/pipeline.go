@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -396,7 +397,7 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 // observe hands one event, released by the merge in event-time order, to
 // every observer (a replayed one only to rebuild their state).
 func (p *Pipeline) observe(src eventtime.Partition, e *event.Event, appended time.Time, late, replay bool) {
-	if p.srcParts != nil && p.o.Dedup != nil && !e.Src.Copy && p.o.Dedup.Seen(e) {
+	if wasCopy := e.Src.Copy; p.srcParts != nil && p.o.Dedup != nil && (e.Src.Fanned || !wasCopy) && p.contentCopy(e) {
 		// The fleet's analyze stage: a copy from another source (a
 		// producer's retry onto another raw partition, which another
 		// ingest member read) reaches the same keyed partitions. The
@@ -404,7 +405,7 @@ func (p *Pipeline) observe(src eventtime.Partition, e *event.Event, appended tim
 		// keyed partitions and the ingest members behind them are read
 		// minutes apart, and a window over arrival order would forget a
 		// slow stream's events as soon as it saw them.
-		if !replay {
+		if !replay && !wasCopy { // a retried fanned-out event counts once, at its first keyed copy
 			p.o.Metrics.Duplicates.WithLabelValues(p.keyedTopic).Inc()
 		}
 		return
@@ -427,6 +428,31 @@ func (p *Pipeline) observe(src eventtime.Partition, e *event.Event, appended tim
 		o.Observe(e)
 	}
 	p.trigger = time.Time{}
+}
+
+// contentCopy applies the content filter in the analyze stage. An event
+// fanned out to several keyed partitions (an issue, a broadcast revoke) is
+// a copy only when its content was seen on the same keyed partition (a
+// retry's copy, even one the decoder marked Copy as a fan-out copy): seen
+// on another one, it is that partition's share, which its revocation
+// tracker needs, so it is marked Copy (the detectors skip it) and kept.
+// Dropping it lost a broadcast revoke at a partition whenever the
+// decoder's fan-out window no longer held its first copy (a keyed
+// partition read minutes after the others, or a member that restarted),
+// and with it that partition's residual acceptances.
+func (p *Pipeline) contentCopy(e *event.Event) bool {
+	if !e.Src.Fanned {
+		return p.o.Dedup.Seen(e)
+	}
+	here := *e
+	here.RequestID += "\x00keyed " + strconv.Itoa(int(e.Src.Partition))
+	if p.o.Dedup.Seen(&here) {
+		return true // a retry's copy on this very keyed partition
+	}
+	if p.o.Dedup.Seen(e) {
+		e.Src.Copy = true
+	}
+	return false
 }
 
 // SetAcker names who learns of stored offsets (the consumer group, built

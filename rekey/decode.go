@@ -48,6 +48,25 @@ func (d *Decoder) SetTokenFactsSink(fn func(partition int32, f sli.TokenFacts)) 
 // read from the keyed topic (the analyze stage's Stages.Partial).
 func (d *Decoder) SetPartialSink(fn func(x sli.RevocationPartial, replay bool)) { d.partials = fn }
 
+// Owned names the keyed partitions this member reads now: the copy
+// filter's positions for the others are forgotten. Kept, they outlived the
+// handover, and when the partition came back to this member (after a
+// rebalance through other members) every record up to where this member
+// had read it before, in the history its rebuild replays and live, was
+// taken for a redelivery and dropped: the new tracker of the partition
+// missed a broadcast revoke or the acceptances after it.
+func (d *Decoder) Owned(partitions []int32) {
+	keep := map[int32]bool{}
+	for _, p := range partitions {
+		keep[p] = true
+	}
+	for k := range d.dedup.hwm {
+		if !keep[k.keyed] {
+			d.dedup.Forget(k.keyed)
+		}
+	}
+}
+
 // Mute marks what is decoded until Mute(false) as replayed history.
 func (d *Decoder) Mute(on bool) { d.muted = on }
 
@@ -93,6 +112,7 @@ func (d *Decoder) DecodeMessage(m *consumer.Message, out []event.Event) ([]event
 	}
 	e := &out[n]
 	d.scratch = d.part.Partitions(RouteOf(e), d.scratch[:0])
+	e.Src.Fanned = len(d.scratch) > 1
 	before := d.dedup.Redelivered
 	if d.dedup.Copy(m.Src.Partition, src, len(d.scratch) > 1) {
 		if d.dedup.Redelivered > before {

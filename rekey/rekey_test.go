@@ -214,3 +214,31 @@ func TestDedupDropsRedeliveryAndFanoutCopies(t *testing.T) {
 		t.Fatal("after Forget, keyed partition 7 still remembered its positions")
 	}
 }
+
+// A keyed partition handed to another member and taken back later is read
+// again from the group's committed offset: the positions this member had
+// reached on it before must not make those records look redelivered
+// (Decoder.Owned forgets the positions of the partitions it no longer
+// owns).
+func TestAKeyedPartitionTakenBackIsNotTakenForARedelivery(t *testing.T) {
+	d, err := NewDecoder(4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := Source{Topic: "raw", Partition: 1, Offset: 500}
+	// This member read keyed partition 2 up to raw offset 500...
+	if d.dedup.Copy(2, src, false) {
+		t.Fatal("first delivery dropped")
+	}
+	// ...handed it away (it owns 0 and 1 now), and took it back.
+	d.Owned([]int32{0, 1})
+	d.Owned([]int32{0, 1, 2})
+	src.Offset = 400 // the new owner's committed offset was behind this member's old position
+	if d.dedup.Copy(2, src, false) {
+		t.Fatal("a record of the partition taken back was taken for a redelivery")
+	}
+	// A partition kept all along keeps its positions.
+	if !d.dedup.Copy(2, src, false) {
+		t.Fatal("a real redelivery on a kept partition passed")
+	}
+}
