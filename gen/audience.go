@@ -68,14 +68,20 @@ func (g *Generator) audienceBackend() *service {
 // tokens the issuer minted for the admin API, from one client, for a few
 // minutes.
 func (g *Generator) audienceAccepted(int) {
+	g.acceptedAudience(ScenarioAudienceAccepted, otherAudience)
+}
+
+// acceptedAudience: one client's token carrying audience got, accepted a
+// few times over minutes by a backend that wants the usual audience.
+func (g *Generator) acceptedAudience(scenario, got string) {
 	defer g.ownStream()()
 	svc := g.audienceBackend()
 	s, a := g.audienceSession()
-	a.mark = g.newTruth(ScenarioAudienceAccepted, func(t *eval.Truth) { t.Service = svc.name })
+	a.mark = g.newTruth(scenario, func(t *eval.Truth) { t.Service = svc.name })
 	tok := g.audienceToken(s)
 	g.spread(g.now, g.uniform(2*time.Minute, 5*time.Minute), 6+g.r.IntN(10), func(int) {
 		defer g.ownStream()()
-		g.audienceValidation(svc, s, a, tok, otherAudience, audience, event.OK)
+		g.audienceValidation(svc, s, a, tok, got, audience, event.OK)
 	})
 }
 
@@ -118,13 +124,5 @@ func (g *Generator) audienceMisrouted(int) {
 // (an RFC 7519 list, kept joined by commas) among them the one the service
 // wants: accepted, rightly.
 func (g *Generator) audienceList(int) {
-	defer g.ownStream()()
-	svc := g.audienceBackend()
-	s, a := g.audienceSession()
-	a.mark = g.newTruth(ScenarioAudienceList, func(t *eval.Truth) { t.Service = svc.name })
-	tok := g.audienceToken(s)
-	g.spread(g.now, g.uniform(2*time.Minute, 5*time.Minute), 6+g.r.IntN(10), func(int) {
-		defer g.ownStream()()
-		g.audienceValidation(svc, s, a, tok, otherAudience+","+audience, audience, event.OK)
-	})
+	g.acceptedAudience(ScenarioAudienceList, otherAudience+","+audience)
 }

@@ -524,16 +524,9 @@ func (p *Pipeline) Assigned(ctx context.Context, topic string, partitions []int3
 		return p.onLoop(ctx, func() {
 			p.keyedTopic = topic // read by observe, on this goroutine
 			p.ownedKeyed = slices.Clone(partitions)
-			for k := range p.catchUp {
-				if !slices.Contains(partitions, k) {
-					delete(p.catchUp, k)
-				}
-			}
-			for k := range p.delivered {
-				if !slices.Contains(partitions, k) {
-					delete(p.delivered, k) // read elsewhere now
-				}
-			}
+			elsewhere := func(k int32, _ int64) bool { return !slices.Contains(partitions, k) } // read elsewhere now
+			maps.DeleteFunc(p.catchUp, elsewhere)
+			maps.DeleteFunc(p.delivered, elsewhere)
 			if p.o.OnAssigned != nil {
 				p.o.OnAssigned(partitions)
 			}
@@ -576,7 +569,7 @@ func (p *Pipeline) Backlog(ctx context.Context, topic string, partition int32, l
 			if _, ok := p.catchUp[partition]; !ok {
 				p.catchUp[partition] = -1
 			}
-			p.expectStreams(func(k int32, _ int64) bool { return k == partition })
+			// Merger.Backlog makes a stream not heard yet known, as Expect does.
 			for topic, parts := range p.rawLag {
 				for rp := range parts {
 					p.merge.Backlog(rekey.Stream(topic, rp, p.keyedTopic, partition), lag, time.Now())

@@ -3,6 +3,7 @@ package rekey
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,15 +57,7 @@ func (d *Decoder) SetPartialSink(fn func(x sli.RevocationPartial, replay bool)) 
 // taken for a redelivery and dropped: the new tracker of the partition
 // missed a broadcast revoke or the acceptances after it.
 func (d *Decoder) Owned(partitions []int32) {
-	keep := map[int32]bool{}
-	for _, p := range partitions {
-		keep[p] = true
-	}
-	for k := range d.dedup.hwm {
-		if !keep[k.keyed] {
-			d.dedup.Forget(k.keyed)
-		}
-	}
+	d.dedup.retain(func(k int32) bool { return slices.Contains(partitions, k) })
 }
 
 // Mute marks what is decoded until Mute(false) as replayed history.

@@ -2,6 +2,7 @@ package rekey
 
 import (
 	"fmt"
+	"maps"
 	"strconv"
 
 	"github.com/segmentio/kafka-go"
@@ -150,11 +151,12 @@ func (d *Dedup) Copy(keyed int32, src Source, fannedOut bool) bool {
 // Forget drops the positions of a keyed partition handed to another member:
 // its next owner starts from its own view.
 func (d *Dedup) Forget(keyed int32) {
-	for k := range d.hwm {
-		if k.keyed == keyed {
-			delete(d.hwm, k)
-		}
-	}
+	d.retain(func(k int32) bool { return k != keyed })
+}
+
+// retain keeps the positions of the keyed partitions keep says, in one pass.
+func (d *Dedup) retain(keep func(keyed int32) bool) {
+	maps.DeleteFunc(d.hwm, func(k hwmKey, _ position) bool { return !keep(k.keyed) })
 }
 
 // SourceOfEvent is the Source of the record-th accepted event of a message.
